@@ -1,0 +1,53 @@
+"""The soft-label projection head of a projection discriminator, as a module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops.softlabel_proj import softlabel_proj
+from .spectral_norm import SNLinear
+
+
+class SoftLabelProjectionHead(nn.Module):
+    """out[b] = linear(h_b) + sum_c P[b, c] <embed_c, h_b>, both spectrally normalised.
+
+    Parameters and buffers are named as in BigGAN-PyTorch's discriminator head:
+    `linear` = SNLinear(F, 1) and `embed` = SNLinear(C, F, bias=False), each with
+    `u0`/`sv0` buffers, so a BigGAN-PyTorch D's `linear.*` and `embed.*` load into it.
+    The embedding is stored as BigGAN stores it, [F, C]; the op sees E = embed.weight^T.
+
+    forward(h [B, F], labels) -> [B], labels being dense probabilities [B, C], top-k
+    (indices [B, K] int64, values [B, K]) or hard classes [B] int64. In training mode the
+    power-iteration vectors and the singular-value buffers are updated, as in BigGAN.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, *, num_svs: int = 1,
+                 num_itrs: int = 1, eps: float = 1e-12, impl: str = "auto",
+                 check: bool = True) -> None:
+        super().__init__()
+        if num_features < 1 or num_classes < 1:
+            raise ValueError(f"num_features and num_classes must be >= 1, got {num_features} "
+                             f"and {num_classes}")
+        self.num_features, self.num_classes = num_features, num_classes
+        self.impl, self.check = impl, check
+        self.linear = SNLinear(num_features, 1, num_svs=num_svs, num_itrs=num_itrs, eps=eps)
+        self.embed = SNLinear(num_classes, num_features, bias=False, num_svs=num_svs,
+                              num_itrs=num_itrs, eps=eps)
+
+    def forward(self, h: torch.Tensor, labels) -> torch.Tensor:
+        # embed.weight is [F, C]: its left vector has F entries, its right vector C, so
+        # E = weight^T [C, F] has u_E = right vector and v_E = left vector.
+        u_embed, v_embed = self.embed.power_iteration()
+        u_lin, v_lin = self.linear.power_iteration()
+        out, s = softlabel_proj(
+            h, labels, self.embed.weight.t(), self.linear.weight.reshape(-1), self.linear.bias,
+            v_embed, u_embed, u_lin, v_lin, impl=self.impl, check=self.check, return_scales=True)
+        if self.training:
+            with torch.no_grad():
+                self.embed.sv0.copy_(s[0:1])
+                self.linear.sv0.copy_(s[1:2])
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.num_features}, num_classes={self.num_classes}, impl={self.impl!r}"

@@ -1,0 +1,7 @@
+"""Public functional ops. Each op has a plain-torch reference `<op>_ref` and a
+dispatching `<op>(..., impl="auto")`; see sgan_fast/ops/_dispatch.py."""
+
+from ._dispatch import IMPLS, resolve as resolve_impl, why_unavailable
+from .softlabel_proj import softlabel_proj, softlabel_proj_ref
+
+__all__ = ["IMPLS", "resolve_impl", "why_unavailable", "softlabel_proj", "softlabel_proj_ref"]
