@@ -75,9 +75,25 @@ def _extension():
     )
 
 
+class BuildExt(cpp_extension.BuildExtension):
+    """torch's ninja build names objects after their sources without the extension, so
+    csrc/<op>.cpp and csrc/<op>.cu (one op, one name, DESIGN.md) would both become <op>.o."""
+
+    def build_extensions(self):
+        base = self.compiler.object_filenames
+
+        def object_filenames(sources, strip_dir=0, output_dir=""):
+            names = base(sources, strip_dir=strip_dir, output_dir=output_dir)
+            return [n[: -len(".o")] + "_cu.o" if src.endswith(".cu") else n
+                    for n, src in zip(names, sources)]
+
+        self.compiler.object_filenames = object_filenames
+        super().build_extensions()
+
+
 setup(
     packages=["sgan_fast", "sgan_fast.ops", "sgan_fast.nn", "sgan_fast.kernels"],
     package_dir={"sgan_fast.kernels": "kernels"},
     ext_modules=[_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
 )

@@ -1,0 +1,480 @@
+// softlabel_proj: op registration, the C++ CPU kernels, and the host side of the CUDA
+// kernels. The contract (shapes, dtypes, the exact sums) is docs/softlabel_proj_kernels.md;
+// the specification is softlabel_proj_ref in sgan_fast/ops/softlabel_proj.py. The Python
+// layer validates everything first; the checks here are a safety net.
+#include <torch/extension.h>
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "softlabel_proj.h"
+
+#ifdef SGAN_FAST_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+namespace sgan_fast {
+namespace {
+
+using at::Tensor;
+
+at::ScalarType acc_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_inputs(const Tensor& h, const Tensor& E, const Tensor& w, const Tensor& u_E,
+                  const Tensor& v_E, const Tensor& u_w, const Tensor& v_w) {
+  TORCH_CHECK(h.dim() == 2 && E.dim() == 2 && h.size(1) == E.size(1),
+              "softlabel_proj: h must be [B, F] and E [C, F]");
+  TORCH_CHECK(h.size(0) >= 1 && E.size(0) >= 1 && h.size(1) >= 1, "softlabel_proj: empty input");
+  const int64_t C = E.size(0), F = E.size(1);
+  TORCH_CHECK(w.numel() == F && v_w.numel() == F && v_E.numel() == F && u_E.numel() == C &&
+                  u_w.numel() == 1,
+              "softlabel_proj: w, v_w, v_E must have F elements, u_E C and u_w one");
+  const auto T = h.scalar_type(), A = acc_type(T);
+  for (const Tensor* t : {&h, &E, &w}) {
+    TORCH_CHECK(t->scalar_type() == T, "softlabel_proj: h, E, w (and labels) must share a dtype");
+    TORCH_CHECK(t->is_contiguous() && t->device() == h.device(),
+                "softlabel_proj: inputs must be contiguous and on one device");
+  }
+  for (const Tensor* t : {&u_E, &v_E, &u_w, &v_w}) {
+    TORCH_CHECK(t->scalar_type() == A && t->is_contiguous() && t->device() == h.device(),
+                "softlabel_proj: u_E, v_E, u_w, v_w must be contiguous, in the accumulation dtype");
+  }
+}
+
+void check_dense(const Tensor& h, const Tensor& P, const Tensor& E) {
+  TORCH_CHECK(P.dim() == 2 && P.size(0) == h.size(0) && P.size(1) == E.size(0),
+              "softlabel_proj: P must be [B, C]");
+  TORCH_CHECK(P.scalar_type() == h.scalar_type() && P.is_contiguous() && P.device() == h.device(),
+              "softlabel_proj: P must be contiguous, with h's dtype and device");
+}
+
+void check_topk(const Tensor& h, const Tensor& idx, const Tensor& val) {
+  TORCH_CHECK(idx.dim() == 2 && idx.size(0) == h.size(0) && idx.size(1) >= 1 &&
+                  val.sizes() == idx.sizes(),
+              "softlabel_proj: top-k indices and values must be [B, K]");
+  TORCH_CHECK(idx.scalar_type() == at::kLong && idx.is_contiguous() && idx.device() == h.device(),
+              "softlabel_proj: top-k indices must be contiguous int64 on h's device");
+  TORCH_CHECK(val.scalar_type() == h.scalar_type() && val.is_contiguous() &&
+                  val.device() == h.device(),
+              "softlabel_proj: top-k values must be contiguous, with h's dtype and device");
+}
+
+inline int64_t clamp_index(int64_t c, int64_t C) { return c < 0 ? 0 : (c >= C ? C - 1 : c); }
+
+// Rounds a and b to T separately and adds them in T: the reference's two casts to the
+// accumulation dtype make autograd round each gradient part before summing.
+template <typename T, typename A>
+inline T add_rounded(A a, A b) {
+  return static_cast<T>(static_cast<A>(static_cast<T>(a)) + static_cast<A>(static_cast<T>(b)));
+}
+
+template <typename T, typename A>
+inline A dot(const T* x, const T* y, int64_t n) {
+  A acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += static_cast<A>(x[i]) * static_cast<A>(y[i]);
+  return acc;
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU kernels
+// ---------------------------------------------------------------------------------------
+
+template <typename T>
+void fwd_cpu_kernel(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
+                    const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
+                    const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out,
+                    Tensor& s, Tensor& raw) {
+  using A = at::opmath_type<T>;
+  const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
+  const T *hp = h.data_ptr<T>(), *Ep = E.data_ptr<T>(), *wp = w.data_ptr<T>();
+  const A *uE = u_E.data_ptr<A>(), *vE = v_E.data_ptr<A>(), *vw = v_w.data_ptr<A>();
+  const A sE = at::parallel_reduce(
+      0, C, 16, A(0),
+      [&](int64_t c0, int64_t c1, A acc) {
+        for (int64_t c = c0; c < c1; ++c) {
+          A d = 0;
+          const T* row = Ep + c * F;
+          for (int64_t f = 0; f < F; ++f) d += static_cast<A>(row[f]) * vE[f];
+          acc += uE[c] * d;
+        }
+        return acc;
+      },
+      [](A a, A b) { return a + b; });
+  A sw = 0;
+  for (int64_t f = 0; f < F; ++f) sw += static_cast<A>(wp[f]) * vw[f];
+  sw *= u_w.data_ptr<A>()[0];
+  const A b0 = static_cast<A>(bias.data_ptr<T>()[0]);
+  T* op = out.data_ptr<T>();
+  A* rp = raw.data_ptr<A>();
+  const int64_t K = idx ? idx->size(1) : 0;
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      const T* hb = hp + b * F;
+      const A L = dot<T, A>(hb, wp, F);
+      A S = 0;
+      if (P) {
+        const T* pb = P->data_ptr<T>() + b * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const A p = static_cast<A>(pb[c]);
+          if (p != A(0)) S += p * dot<T, A>(Ep + c * F, hb, F);
+        }
+      } else {
+        const int64_t* ib = idx->data_ptr<int64_t>() + b * K;
+        const T* vb = val->data_ptr<T>() + b * K;
+        for (int64_t k = 0; k < K; ++k)
+          S += static_cast<A>(vb[k]) * dot<T, A>(Ep + clamp_index(ib[k], C) * F, hb, F);
+      }
+      op[b] = static_cast<T>(L / sw + b0 + S / sE);
+      rp[b] = L;
+      rp[B + b] = S;
+    }
+  });
+  s.data_ptr<A>()[0] = sE;
+  s.data_ptr<A>()[1] = sw;
+}
+
+// grad_w, grad_bias and (dsE, dsw), shared by both label forms.
+template <typename T, typename A>
+void params_cpu(const T* gp, const T* hp, const A* raw, const A* s, A uw, const A* vw, int64_t B,
+                int64_t F, T* gw, T* gb, A& dsE, A& dsw) {
+  A gS = 0, gL = 0, gsum = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const A g = static_cast<A>(gp[b]);
+    gL += g * raw[b];
+    gS += g * raw[B + b];
+    gsum += g;
+  }
+  dsE = -(gS / s[0]) / s[0];
+  dsw = -(gL / s[1]) / s[1];
+  gb[0] = static_cast<T>(gsum);
+  const A dsw_ = dsw;
+  at::parallel_for(0, F, 64, [&](int64_t f0, int64_t f1) {
+    std::vector<A> acc(f1 - f0, A(0));
+    for (int64_t b = 0; b < B; ++b) {
+      const A g = static_cast<A>(gp[b]) / s[1];
+      const T* hb = hp + b * F;
+      for (int64_t f = f0; f < f1; ++f) acc[f - f0] += g * static_cast<A>(hb[f]);
+    }
+    for (int64_t f = f0; f < f1; ++f) gw[f] = add_rounded<T, A>(acc[f - f0], dsw_ * uw * vw[f]);
+  });
+}
+
+template <typename T>
+void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Tensor* P, const Tensor* idx,
+                    const Tensor* val, const Tensor& E, const Tensor& w, const Tensor& u_E,
+                    const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
+                    const Tensor& raw, Tensor& grad_h, Tensor* grad_P, Tensor& grad_E,
+                    Tensor& grad_w, Tensor& grad_bias) {
+  using A = at::opmath_type<T>;
+  const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
+  const int64_t K = idx ? idx->size(1) : 0;
+  const T *gp = g.data_ptr<T>(), *hp = h.data_ptr<T>(), *Ep = E.data_ptr<T>(),
+          *wp = w.data_ptr<T>();
+  const A *sp = s.data_ptr<A>(), *uE = u_E.data_ptr<A>(), *vE = v_E.data_ptr<A>();
+  A dsE, dsw;
+  params_cpu<T, A>(gp, hp, raw.data_ptr<A>(), sp, u_w.data_ptr<A>()[0], v_w.data_ptr<A>(), B, F,
+                   grad_w.data_ptr<T>(), grad_bias.data_ptr<T>(), dsE, dsw);
+  const T* Pp = P ? P->data_ptr<T>() : nullptr;
+  const int64_t* ip = idx ? idx->data_ptr<int64_t>() : nullptr;
+  const T* vp = val ? val->data_ptr<T>() : nullptr;
+  T* ghp = grad_h.data_ptr<T>();
+  T* gPp = grad_P ? grad_P->data_ptr<T>() : nullptr;
+  // grad_h (and grad_P), one row of the batch at a time.
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<A> acc(F);
+    for (int64_t b = lo; b < hi; ++b) {
+      std::fill(acc.begin(), acc.end(), A(0));
+      const A gE = static_cast<A>(gp[b]) / sp[0], gw = static_cast<A>(gp[b]) / sp[1];
+      auto add_row = [&](A p, int64_t c) {
+        const T* er = Ep + c * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += p * static_cast<A>(er[f]);
+      };
+      if (Pp) {
+        for (int64_t c = 0; c < C; ++c) {
+          const A p = static_cast<A>(Pp[b * C + c]);
+          if (p != A(0)) add_row(p, c);
+          if (gPp) gPp[b * C + c] = static_cast<T>(gE * dot<T, A>(Ep + c * F, hp + b * F, F));
+        }
+      } else {
+        for (int64_t k = 0; k < K; ++k)
+          add_row(static_cast<A>(vp[b * K + k]), clamp_index(ip[b * K + k], C));
+      }
+      for (int64_t f = 0; f < F; ++f)
+        ghp[b * F + f] = add_rounded<T, A>(gw * static_cast<A>(wp[f]), gE * acc[f]);
+    }
+  });
+  T* gEp = grad_E.data_ptr<T>();
+  if (Pp) {
+    // grad_E rows in parallel: sum over the batch of P[b, c] g_b / s_E h_b.
+    at::parallel_for(0, C, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<A> acc(F);
+      for (int64_t c = lo; c < hi; ++c) {
+        std::fill(acc.begin(), acc.end(), A(0));
+        for (int64_t b = 0; b < B; ++b) {
+          const A coef = static_cast<A>(Pp[b * C + c]) * (static_cast<A>(gp[b]) / sp[0]);
+          if (coef == A(0)) continue;
+          const T* hb = hp + b * F;
+          for (int64_t f = 0; f < F; ++f) acc[f] += coef * static_cast<A>(hb[f]);
+        }
+        for (int64_t f = 0; f < F; ++f)
+          gEp[c * F + f] = add_rounded<T, A>(acc[f], dsE * uE[c] * vE[f]);
+      }
+    });
+  } else {
+    // Top-k: scatter into an accumulation-typed buffer; columns in parallel so that no two
+    // threads ever add to the same element (deterministic, no atomics).
+    std::vector<A> ws(static_cast<size_t>(C * F), A(0));
+    at::parallel_for(0, F, 64, [&](int64_t f0, int64_t f1) {
+      for (int64_t b = 0; b < B; ++b) {
+        const A gE = static_cast<A>(gp[b]) / sp[0];
+        const T* hb = hp + b * F;
+        for (int64_t k = 0; k < K; ++k) {
+          A* row = ws.data() + clamp_index(ip[b * K + k], C) * F;
+          const A coef = static_cast<A>(vp[b * K + k]) * gE;
+          for (int64_t f = f0; f < f1; ++f) row[f] += coef * static_cast<A>(hb[f]);
+        }
+      }
+    });
+    at::parallel_for(0, C, 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c)
+        for (int64_t f = 0; f < F; ++f)
+          gEp[c * F + f] = add_rounded<T, A>(ws[c * F + f], dsE * uE[c] * vE[f]);
+    });
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> alloc_fwd(const Tensor& h) {
+  const auto A = acc_type(h.scalar_type());
+  const int64_t B = h.size(0);
+  return {at::empty({B}, h.options()), at::empty({2}, h.options().dtype(A)),
+          at::empty({2, B}, h.options().dtype(A))};
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_dense_cpu(const Tensor& h, const Tensor& P, const Tensor& E,
+                                                 const Tensor& w, const Tensor& bias,
+                                                 const Tensor& u_E, const Tensor& v_E,
+                                                 const Tensor& u_w, const Tensor& v_w) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_dense(h, P, E);
+  auto [out, s, raw] = alloc_fwd(h);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_fwd", [&] {
+    fwd_cpu_kernel<scalar_t>(h, &P, nullptr, nullptr, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+  });
+  return {out, s, raw};
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_topk_cpu(const Tensor& h, const Tensor& idx,
+                                                const Tensor& val, const Tensor& E,
+                                                const Tensor& w, const Tensor& bias,
+                                                const Tensor& u_E, const Tensor& v_E,
+                                                const Tensor& u_w, const Tensor& v_w) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_topk(h, idx, val);
+  auto [out, s, raw] = alloc_fwd(h);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_fwd", [&] {
+    fwd_cpu_kernel<scalar_t>(h, nullptr, &idx, &val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+  });
+  return {out, s, raw};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cpu(
+    const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& w,
+    const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
+    const Tensor& raw, bool need_grad_P) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_dense(h, P, E);
+  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
+              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
+         grad_bias = at::empty({1}, w.options());
+  Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_bwd", [&] {
+    bwd_cpu_kernel<scalar_t>(g, h, &P, nullptr, nullptr, E, w, u_E, v_E, u_w, v_w, s, raw,
+                             grad_h, need_grad_P ? &grad_P : nullptr, grad_E, grad_w, grad_bias);
+  });
+  return {grad_h, grad_P, grad_E, grad_w, grad_bias};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cpu(
+    const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& E,
+    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
+    const Tensor& s, const Tensor& raw) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_topk(h, idx, val);
+  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
+              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
+         grad_bias = at::empty({1}, w.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_bwd", [&] {
+    bwd_cpu_kernel<scalar_t>(g, h, nullptr, &idx, &val, E, w, u_E, v_E, u_w, v_w, s, raw,
+                             grad_h, nullptr, grad_E, grad_w, grad_bias);
+  });
+  return {grad_h, grad_E, grad_w, grad_bias};
+}
+
+// ---------------------------------------------------------------------------------------
+// CUDA host side: cuBLAS GEMMs through ATen, the rest in softlabel_proj.cu.
+// ---------------------------------------------------------------------------------------
+#ifdef SGAN_FAST_WITH_CUDA
+
+DType dtype_code(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::f32;
+    case at::kDouble: return DType::f64;
+    case at::kHalf: return DType::f16;
+    case at::kBFloat16: return DType::bf16;
+    default: TORCH_CHECK(false, "softlabel_proj: unsupported dtype ", t);
+  }
+  return DType::f32;
+}
+
+void cuda_ok(cudaError_t err, const char* where) {
+  TORCH_CHECK(err == cudaSuccess, "softlabel_proj CUDA kernel failed in ", where, ": ",
+              cudaGetErrorString(err));
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_cuda(const Tensor& h, const Tensor* P, const Tensor* idx,
+                                            const Tensor* val, const Tensor& E, const Tensor& w,
+                                            const Tensor& bias, const Tensor& u_E,
+                                            const Tensor& v_E, const Tensor& u_w,
+                                            const Tensor& v_w) {
+  c10::cuda::CUDAGuard guard(h.device());
+  auto [out, s, raw] = alloc_fwd(h);
+  const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
+  Tensor Tbc;
+  if (P) Tbc = at::mm(h, E.t());  // [B, C], cuBLAS with float32 accumulation
+  const int n_partial = static_cast<int>(std::min<int64_t>(C, 264));
+  Tensor partial = at::empty({n_partial}, s.options());
+  cuda_ok(softlabel_proj_fwd_cuda(
+              dtype_code(h.scalar_type()), h.data_ptr(), E.data_ptr(), w.data_ptr(),
+              bias.data_ptr(), u_E.data_ptr(), v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
+              P ? Tbc.data_ptr() : nullptr, P ? P->data_ptr() : nullptr,
+              idx ? idx->data_ptr<int64_t>() : nullptr, val ? val->data_ptr() : nullptr, B, C, F,
+              idx ? idx->size(1) : 0, partial.data_ptr(), n_partial, out.data_ptr(), s.data_ptr(),
+              raw.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
+          "forward");
+  return {out, s, raw};
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_dense_cuda(const Tensor& h, const Tensor& P, const Tensor& E,
+                                                  const Tensor& w, const Tensor& bias,
+                                                  const Tensor& u_E, const Tensor& v_E,
+                                                  const Tensor& u_w, const Tensor& v_w) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_dense(h, P, E);
+  return fwd_cuda(h, &P, nullptr, nullptr, E, w, bias, u_E, v_E, u_w, v_w);
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_topk_cuda(const Tensor& h, const Tensor& idx,
+                                                 const Tensor& val, const Tensor& E,
+                                                 const Tensor& w, const Tensor& bias,
+                                                 const Tensor& u_E, const Tensor& v_E,
+                                                 const Tensor& u_w, const Tensor& v_w) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_topk(h, idx, val);
+  return fwd_cuda(h, nullptr, &idx, &val, E, w, bias, u_E, v_E, u_w, v_w);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cuda(
+    const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& w,
+    const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
+    const Tensor& raw, bool need_grad_P) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_dense(h, P, E);
+  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
+              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  c10::cuda::CUDAGuard guard(h.device());
+  const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
+  const auto dt = dtype_code(h.scalar_type());
+  const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
+  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
+         grad_bias = at::empty({1}, w.options()), Pg = at::empty_like(P);
+  Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
+  Tensor Tbc;
+  if (need_grad_P) Tbc = at::mm(h, E.t());
+  cuda_ok(softlabel_proj_bwd_dense_prep_cuda(dt, g.data_ptr(), P.data_ptr(), w.data_ptr(),
+                                             s.data_ptr(), need_grad_P ? Tbc.data_ptr() : nullptr,
+                                             B, C, F, Pg.data_ptr(), grad_h.data_ptr(),
+                                             need_grad_P ? grad_P.data_ptr() : nullptr, st),
+          "backward prep");
+  cuda_ok(softlabel_proj_bwd_params_cuda(dt, g.data_ptr(), h.data_ptr(), u_E.data_ptr(),
+                                         v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
+                                         s.data_ptr(), raw.data_ptr(), B, C, F, grad_E.data_ptr(),
+                                         false, grad_w.data_ptr(), grad_bias.data_ptr(), st),
+          "backward params");
+  grad_h.addmm_(Pg, E);       // g w / s_w + (P g / s_E) E
+  grad_E.addmm_(Pg.t(), h);   // dsE u v^T + (P g / s_E)^T h
+  return {grad_h, grad_P, grad_E, grad_w, grad_bias};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cuda(
+    const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& E,
+    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
+    const Tensor& s, const Tensor& raw) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_topk(h, idx, val);
+  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
+              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  c10::cuda::CUDAGuard guard(h.device());
+  const int64_t B = h.size(0), C = E.size(0), F = E.size(1), K = idx.size(1);
+  const auto T = h.scalar_type();
+  const auto dt = dtype_code(T);
+  const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
+  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
+         grad_bias = at::empty({1}, w.options());
+  const bool direct = acc_type(T) == T;  // float32/float64: accumulate straight into grad_E
+  Tensor ws = direct ? grad_E : at::empty({C, F}, E.options().dtype(acc_type(T)));
+  cuda_ok(softlabel_proj_bwd_params_cuda(dt, g.data_ptr(), h.data_ptr(), u_E.data_ptr(),
+                                         v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
+                                         s.data_ptr(), raw.data_ptr(), B, C, F, ws.data_ptr(),
+                                         true, grad_w.data_ptr(), grad_bias.data_ptr(), st),
+          "backward params");
+  cuda_ok(softlabel_proj_bwd_topk_rows_cuda(dt, g.data_ptr(), h.data_ptr(), idx.data_ptr<int64_t>(),
+                                            val.data_ptr(), E.data_ptr(), w.data_ptr(),
+                                            s.data_ptr(), B, C, F, K, grad_h.data_ptr(),
+                                            ws.data_ptr(), st),
+          "backward rows");
+  if (!direct)
+    cuda_ok(softlabel_proj_cast_cuda(dt, ws.data_ptr(), grad_E.data_ptr(), C * F, st), "cast");
+  return {grad_h, grad_E, grad_w, grad_bias};
+}
+
+#endif  // SGAN_FAST_WITH_CUDA
+
+}  // namespace
+}  // namespace sgan_fast
+
+TORCH_LIBRARY(sgan_fast, m) {
+  m.def("softlabel_proj_fwd_dense(Tensor h, Tensor P, Tensor E, Tensor w, Tensor bias, "
+        "Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w) -> (Tensor, Tensor, Tensor)");
+  m.def("softlabel_proj_fwd_topk(Tensor h, Tensor idx, Tensor val, Tensor E, Tensor w, "
+        "Tensor bias, Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w) -> (Tensor, Tensor, Tensor)");
+  m.def("softlabel_proj_bwd_dense(Tensor g, Tensor h, Tensor P, Tensor E, Tensor w, Tensor u_E, "
+        "Tensor v_E, Tensor u_w, Tensor v_w, Tensor s, Tensor raw, bool need_grad_P) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("softlabel_proj_bwd_topk(Tensor g, Tensor h, Tensor idx, Tensor val, Tensor E, Tensor w, "
+        "Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w, Tensor s, Tensor raw) -> "
+        "(Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(sgan_fast, CPU, m) {
+  m.impl("softlabel_proj_fwd_dense", &sgan_fast::fwd_dense_cpu);
+  m.impl("softlabel_proj_fwd_topk", &sgan_fast::fwd_topk_cpu);
+  m.impl("softlabel_proj_bwd_dense", &sgan_fast::bwd_dense_cpu);
+  m.impl("softlabel_proj_bwd_topk", &sgan_fast::bwd_topk_cpu);
+}
+
+#ifdef SGAN_FAST_WITH_CUDA
+TORCH_LIBRARY_IMPL(sgan_fast, CUDA, m) {
+  m.impl("softlabel_proj_fwd_dense", &sgan_fast::fwd_dense_cuda);
+  m.impl("softlabel_proj_fwd_topk", &sgan_fast::fwd_topk_cuda);
+  m.impl("softlabel_proj_bwd_dense", &sgan_fast::bwd_dense_cuda);
+  m.impl("softlabel_proj_bwd_topk", &sgan_fast::bwd_topk_cuda);
+}
+#endif
