@@ -43,13 +43,15 @@ class SNMixin:
     @torch.no_grad()
     def power_iteration(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Runs num_itrs steps (updating u{i} and sv{i >= 1} in training mode) and returns the
-        first singular pair (u [out], v [in]) in float32, with s_0 = u^T W v."""
-        W = self.weight_matrix().detach().float()
+        first singular pair (u [out], v [in]) in float32 (float64 for a float64 weight),
+        with s_0 = u^T W v."""
+        acc = torch.float64 if self.weight.dtype == torch.float64 else torch.float32
+        W = self.weight_matrix().detach().to(acc)
         us = [getattr(self, f"u{i}") for i in range(self.num_svs)]
         for _ in range(self.num_itrs):
             new_us, new_vs, svs = [], [], []
             for i, u in enumerate(us):
-                v = F.normalize(_gram_schmidt(u.float() @ W, new_vs), eps=self.eps)
+                v = F.normalize(_gram_schmidt(u.to(acc) @ W, new_vs), eps=self.eps)
                 new_vs.append(v)
                 u_new = F.normalize(_gram_schmidt(v @ W.t(), new_us), eps=self.eps)
                 new_us.append(u_new)

@@ -28,6 +28,7 @@ class OpSpec:
 
 _OPS: dict[str, OpSpec] = {}
 _warned: set[tuple[str, str]] = set()
+_resolved: dict = {}  # (op, impl, device type, dtype) -> implementation; a per-call saving
 
 
 def register(spec: OpSpec) -> OpSpec:
@@ -83,6 +84,16 @@ def why_unavailable(op: str, impl: str, device: torch.device | str, dtype: torch
 
 def resolve(op: str, impl: str, device: torch.device, dtype: torch.dtype) -> str:
     """The implementation to run: `impl` itself if available, or the choice of "auto"."""
+    key = (op, impl, device.type, dtype)
+    hit = _resolved.get(key)
+    if hit is not None:
+        return hit
+    chosen = _resolve(op, impl, device, dtype)
+    _resolved[key] = chosen
+    return chosen
+
+
+def _resolve(op: str, impl: str, device: torch.device, dtype: torch.dtype) -> str:
     if impl == "auto":
         spec = _OPS[op]
         reasons = []
