@@ -1,0 +1,146 @@
+"""SoftLabelProjectionHead: BigGAN-PyTorch compatibility, label forms, torch.compile."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgan_fast.nn import SNLinear, SoftLabelProjectionHead
+
+
+class BigGANStyleSNLinear(nn.Linear):
+    """BigGAN-PyTorch's SNLinear (num_svs=1, num_itrs=1), restated for the test: buffers u0
+    [1, out] and sv0 [1]; v = normalize(u W), u = normalize(v W^T), sv = v W^T u^T, W / sv."""
+
+    def __init__(self, in_features, out_features, bias=True, eps=1e-12):
+        super().__init__(in_features, out_features, bias)
+        self.eps = eps
+        self.register_buffer("u0", torch.randn(1, out_features))
+        self.register_buffer("sv0", torch.ones(1))
+
+    def forward(self, x):
+        W = self.weight.view(self.weight.size(0), -1)
+        with torch.no_grad():
+            v = F.normalize(self.u0 @ W, eps=self.eps)
+            u = F.normalize(v @ W.t(), eps=self.eps)
+            if self.training:
+                self.u0[:] = u
+        sv = torch.squeeze(v @ W.t() @ u.t())
+        if self.training:
+            self.sv0[:] = sv.detach()
+        return F.linear(x, self.weight / sv, self.bias)
+
+
+class BigGANStyleD(nn.Module):
+    """The head of a BigGAN-PyTorch projection discriminator with soft labels."""
+
+    def __init__(self, F_, C):
+        super().__init__()
+        self.linear = BigGANStyleSNLinear(F_, 1)
+        self.embed = BigGANStyleSNLinear(C, F_, bias=False)
+
+    def forward(self, h, y_soft):
+        out = self.linear(h)
+        return out + torch.sum(self.embed(y_soft) * h, 1, keepdim=True)
+
+
+def _pair(F_=24, C=7, seed=0, dtype=torch.float64, impl="cpu"):
+    torch.manual_seed(seed)
+    original = nn.Module()
+    original.D = BigGANStyleD(F_, C).to(dtype)
+    sd = {k[len("D."):]: v for k, v in original.state_dict().items()}
+    head = SoftLabelProjectionHead(F_, C, impl=impl).to(dtype)
+    head.load_state_dict(sd)  # strict: names and shapes must match
+    return original.D, head
+
+
+def test_state_dict_names_match_biggan():
+    head = SoftLabelProjectionHead(16, 5)
+    sd = head.state_dict()
+    assert set(sd) == {"linear.weight", "linear.bias", "linear.u0", "linear.sv0",
+                       "embed.weight", "embed.u0", "embed.sv0"}
+    assert sd["embed.weight"].shape == (16, 5) and sd["embed.u0"].shape == (1, 16)
+    assert sd["linear.weight"].shape == (1, 16) and sd["linear.u0"].shape == (1, 1)
+
+
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
+def test_equals_biggan_head_in_train_and_eval(impl):
+    D, head = _pair(impl=impl)
+    B, F_, C = 9, 24, 7
+    for step in range(3):  # train mode: u0 updated each call, identically in both
+        h = torch.randn(B, F_, dtype=torch.float64, requires_grad=True)
+        P = torch.softmax(torch.randn(B, C, dtype=torch.float64), 1)
+        ref = D(h, P).view(-1)
+        out = head(h, P)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        g = torch.randn(B, dtype=torch.float64)
+        ref_grads = torch.autograd.grad(ref, [h, *D.parameters()], g)
+        grads = torch.autograd.grad(out, [h, *head.parameters()], g)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        for name, buf in head.named_buffers():
+            torch.testing.assert_close(buf, D.get_buffer(name), rtol=1e-10, atol=1e-12)
+    D.eval(), head.eval()
+    u_before = head.embed.u0.clone()
+    h = torch.randn(B, F_, dtype=torch.float64)
+    P = torch.softmax(torch.randn(B, C, dtype=torch.float64), 1)
+    torch.testing.assert_close(head(h, P), D(h, P).view(-1), rtol=1e-10, atol=1e-10)
+    assert torch.equal(head.embed.u0, u_before), "eval mode must not update u"
+
+
+def test_label_forms_agree():
+    _, head = _pair()
+    head.eval()
+    B, C = 11, 7
+    h = torch.randn(B, 24, dtype=torch.float64)
+    y = torch.randint(0, C, (B,))
+    onehot = F.one_hot(y, C).double()
+    torch.testing.assert_close(head(h, y), head(h, onehot), rtol=1e-12, atol=1e-12)
+    idx = torch.randint(0, C, (B, 3))
+    val = torch.softmax(torch.randn(B, 3, dtype=torch.float64), 1)
+    P = torch.zeros(B, C, dtype=torch.float64).scatter_add_(1, idx, val)
+    torch.testing.assert_close(head(h, (idx, val)), head(h, P), rtol=1e-12, atol=1e-12)
+
+
+def test_snlinear_equals_biggan_over_steps():
+    torch.manual_seed(1)
+    ref = BigGANStyleSNLinear(13, 6).double()
+    ours = SNLinear(13, 6).double()
+    ours.load_state_dict(ref.state_dict())
+    for _ in range(4):
+        x = torch.randn(5, 13, dtype=torch.float64)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours.u0, ref.u0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours.sv0, ref.sv0, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_sizes():
+    with pytest.raises(ValueError, match="num_features and num_classes must be >= 1"):
+        SoftLabelProjectionHead(0, 10)
+    head = SoftLabelProjectionHead(8, 3)
+    with pytest.raises(ValueError, match=r"labels \(dense class probabilities P\) has shape \(2, 4\)"):
+        head(torch.randn(2, 8), torch.rand(2, 4))
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_equals_eager():
+    torch.manual_seed(0)
+    F_, C, B = 32, 6, 10
+    eager = SoftLabelProjectionHead(F_, C, impl="cpu")
+    compiled_head = SoftLabelProjectionHead(F_, C, impl="cpu")
+    compiled_head.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_head, fullgraph=True)
+    for labels_kind in ("dense", "hard"):
+        h = torch.randn(B, F_, requires_grad=True)
+        y = torch.randint(0, C, (B,))
+        labels = torch.softmax(torch.randn(B, C), 1) if labels_kind == "dense" else y
+        out_e = eager(h, labels)
+        out_c = compiled(h, labels)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
+        g = torch.randn(B)
+        ge = torch.autograd.grad(out_e, [h, *eager.parameters()], g)
+        gc = torch.autograd.grad(out_c, [h, *compiled_head.parameters()], g)
+        for a, b in zip(gc, ge):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for (name, a), b in zip(compiled_head.named_buffers(), eager.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

@@ -1,0 +1,318 @@
+"""softlabel_proj: every implementation against the reference, values and every gradient."""
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from sgan_fast import _ext
+from sgan_fast.ops import _dispatch, softlabel_proj, softlabel_proj_ref, why_unavailable
+from sgan_fast.ops.softlabel_proj import spectral_scales_ref
+
+from ._softlabel_inputs import make_inputs
+
+HAS_GPU = torch.cuda.is_available()
+FORMS = ("dense", "topk", "hard")
+# ||fast - ref|| / ||ref|| bounds: float32 differs only by summation order; half dtypes
+# also by where intermediate products are rounded.
+REL_TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+def _rel_err(a, b, floor=1e-30):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(floor)).item()
+
+
+def run_op(impl, inp, form, *, grad_P=False):
+    """Output and gradients (h, E, w, bias[, P]) of one call."""
+    leaves = {k: inp[k].detach().clone().requires_grad_(True) for k in ("h", "E", "w", "bias")}
+    labels = inp["labels"]
+    if form == "dense" and grad_P:
+        labels = labels.detach().clone().requires_grad_(True)
+        leaves["P"] = labels
+    out = softlabel_proj(leaves["h"], labels, leaves["E"], leaves["w"], leaves["bias"],
+                         inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"], impl=impl)
+    names = list(leaves)
+    grads = torch.autograd.grad(out, [leaves[n] for n in names], inp["grad_out"])
+    return out, dict(zip(names, grads))
+
+
+def check_against_ref(impl, B, C, F, K, form, dtype, device, seed, grad_P=True):
+    inp = make_inputs(B, C, F, K, form, dtype, device, seed)
+    out, grads = run_op(impl, inp, form, grad_P=grad_P)
+    ref_out, ref_grads = run_op("ref", inp, form, grad_P=grad_P)
+    assert out.dtype == dtype and out.shape == (B,)
+    tol = REL_TOL[dtype]
+    assert torch.isfinite(out).all(), f"{impl}: non-finite (unwritten?) output"
+    # out sums O(1) terms that can cancel: measure against at least sqrt(B), their size
+    err = _rel_err(out, ref_out, floor=B ** 0.5)
+    assert err < tol, f"{impl} out: rel err {err:.2e}"
+    # A 1 x 1 matrix divided by its spectral norm is its sign, so its gradient is exactly zero
+    # (w when F = 1, E when C = F = 1): there both sides are rounding noise, compared against
+    # the size of the terms that cancel, |g| |h| / s.
+    # With C = F = 1, grad_h = g (sign(w) + sign(E) sum(P)) cancels too when the signs differ.
+    zero_grad = {"w": F == 1, "E": C == 1 and F == 1, "h": C == 1 and F == 1}
+    s_min = min(abs(x.item()) for x in spectral_scales_ref(
+        inp["E"], inp["w"], inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"]))
+    scale = (inp["grad_out"].double().norm() * inp["h"].double().norm()).item() / s_min
+    for name, g in grads.items():
+        r = ref_grads[name]
+        assert g.shape == r.shape and g.dtype == r.dtype, name
+        bad_ref = ~torch.isfinite(r)
+        if bad_ref.any():
+            # Half-precision overflow in the reference itself (e.g. F = 1 with a tiny |w|): the
+            # fast kernels round the same parts and must overflow at the same places.
+            assert torch.equal(bad_ref, ~torch.isfinite(g)), name
+            g, r = g[~bad_ref], r[~bad_ref]
+        assert torch.isfinite(g).all(), f"{impl}: non-finite (unwritten?) grad of {name}"
+        if zero_grad.get(name):
+            s_name = 4 * inp["grad_out"].double().norm().item() if name == "h" else scale
+            assert (g.double() - r.double()).norm().item() <= tol * s_name, name
+            continue
+        if name == "bias":  # a sum of B signed terms can cancel: measure against |g|
+            err = ((g.double() - r.double()).abs() / inp["grad_out"].double().norm()).item()
+        else:
+            err = _rel_err(g, r)
+        assert err < tol, f"{impl} grad {name}: rel err {err:.2e} (B={B} C={C} F={F} K={K})"
+
+
+def _cpu_impls():
+    impls = ["cpu"]
+    if why_unavailable("softlabel_proj", "triton", "cpu") is None:
+        impls.append("triton")
+    return impls
+
+
+shapes = dict(B=st.integers(1, 40), C=st.integers(1, 40), F=st.integers(1, 80), K=st.integers(1, 6),
+              seed=st.integers(0, 2**31 - 1))
+
+
+# bfloat16 arithmetic is wrong under the Triton interpreter (PLATFORM.md): Triton's bfloat16
+# path is covered by test_matches_reference_on_gpu.
+CPU_CASES = [("cpu", torch.float32), ("cpu", torch.float16), ("cpu", torch.bfloat16),
+             ("triton", torch.float32), ("triton", torch.float16)]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("impl,dtype", CPU_CASES,
+                         ids=[f"{i}-{str(d).split('.')[1]}" for i, d in CPU_CASES])
+@given(**shapes)
+@example(B=1, C=1, F=1, K=1, seed=0)
+@example(B=33, C=17, F=70, K=5, seed=1)
+def test_matches_reference_on_cpu(poisoned_outputs, impl, dtype, form, B, C, F, K, seed):
+    why = why_unavailable("softlabel_proj", impl, "cpu", dtype)
+    if HAS_GPU and impl == "triton":
+        pytest.skip("Triton runs natively on this GPU machine: see the GPU test")
+    assert why is None, f"{impl} must be available in every CPU test run: {why}"
+    check_against_ref(impl, B, C, F, K, form, dtype, "cpu", seed)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
+def test_gradcheck_float64(impl, form):
+    inp = make_inputs(5, 4, 7, 3, form, torch.float64, "cpu", seed=3)
+    tensors = [inp[k].detach().clone().requires_grad_(True) for k in ("h", "E", "w", "bias")]
+    labels = inp["labels"]
+    if form == "dense":
+        tensors.append(labels.detach().clone().requires_grad_(True))
+
+    def f(h, E, w, bias, *P):
+        return softlabel_proj(h, P[0] if P else labels, E, w, bias, inp["u_E"], inp["v_E"],
+                              inp["u_w"], inp["v_w"], impl=impl)
+
+    assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_gradient_flows_through_spectral_norm():
+    """The rank-one term of grad_E (from ds_E/dE = u v^T) is present: dropping it would
+    make the fast result differ from autograd through s = u^T E v by a lot."""
+    inp = make_inputs(8, 6, 10, 1, "dense", torch.float64, "cpu", seed=5)
+    _, grads = run_op("cpu", inp, "dense")
+    E = inp["E"].detach().clone().requires_grad_(True)
+    s_E = inp["u_E"] @ E @ inp["v_E"]
+    with torch.no_grad():
+        const_s = s_E.detach()
+    out_const = ((inp["labels"] @ E) * inp["h"]).sum(1) / const_s
+    (g_no_s,) = torch.autograd.grad(out_const, E, inp["grad_out"])
+    assert (grads["E"] - g_no_s).norm() > 1e-3 * g_no_s.norm()
+
+
+def test_mixed_dtypes_are_cast_to_h_dtype():
+    """Under autocast h is half while the parameters stay float32: the op computes in h's dtype
+    and returns float32 gradients for float32 parameters."""
+    inp = make_inputs(6, 5, 9, 2, "dense", torch.float32, "cpu", seed=7)
+    h16 = inp["h"].half().requires_grad_(True)
+    E = inp["E"].clone().requires_grad_(True)
+    out = softlabel_proj(h16, inp["labels"], E, inp["w"], inp["bias"], inp["u_E"], inp["v_E"],
+                         inp["u_w"], inp["v_w"], impl="cpu")
+    assert out.dtype == torch.float16
+    out.float().sum().backward()
+    assert E.grad.dtype == torch.float32 and h16.grad.dtype == torch.float16
+    ref = softlabel_proj_ref(h16, inp["labels"].half(), inp["E"].half(), inp["w"].half(),
+                             inp["bias"].half(), inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"])
+    assert _rel_err(out, ref) < REL_TOL[torch.float16]
+
+
+def test_return_scales_are_the_spectral_norms():
+    inp = make_inputs(4, 6, 9, 1, "hard", torch.float64, "cpu", seed=11)
+    for impl in ("ref", "cpu"):
+        _, s = softlabel_proj(inp["h"], inp["labels"], inp["E"], inp["w"], inp["bias"], inp["u_E"],
+                              inp["v_E"], inp["u_w"], inp["v_w"], impl=impl, return_scales=True)
+        svals = torch.linalg.svdvals(inp["E"])
+        # the vectors come from 3 power-iteration steps: s_E is close to, and below, sigma_max
+        assert s.dtype == torch.float64 and s.shape == (2,)
+        assert abs(s[0].item() - svals[0].item()) < 0.05 * svals[0].item()
+        assert abs(s[1].item() - inp["w"].norm().item()) < 1e-6  # vectors are float32-accurate
+
+
+def test_topk_with_duplicate_indices_equals_dense():
+    inp = make_inputs(7, 5, 12, 4, "topk", torch.float64, "cpu", seed=2)
+    idx, val = inp["labels"]
+    idx = idx.clone()
+    idx[:, 1] = idx[:, 0]  # every row repeats a class
+    P = torch.zeros(7, 5, dtype=torch.float64).scatter_add_(1, idx, val)
+    args = (inp["E"], inp["w"], inp["bias"], inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"])
+    for impl in ["ref"] + _cpu_impls():
+        if impl == "triton":
+            continue  # float64 is not a Triton dtype
+        a = softlabel_proj(inp["h"], (idx, val), *args, impl=impl)
+        b = softlabel_proj(inp["h"], P, *args, impl="ref")
+        assert _rel_err(a, b) < 1e-12, impl
+
+
+# --- dispatch ------------------------------------------------------------------------------
+
+def test_auto_uses_the_cpp_kernels_on_cpu():
+    assert _dispatch.resolve("softlabel_proj", "auto", torch.device("cpu"), torch.float32) == "cpu"
+
+
+def test_auto_falls_back_to_ref_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_ext, "C", None)
+    monkeypatch.setattr(_ext, "C_ERROR", "extension sgan_fast._C failed to import: simulated")
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    monkeypatch.setattr(_dispatch, "_resolved", {})
+    inp = make_inputs(3, 4, 5, 1, "dense", torch.float32, "cpu", seed=0)
+    args = (inp["h"], inp["labels"], inp["E"], inp["w"], inp["bias"], inp["u_E"], inp["v_E"],
+            inp["u_w"], inp["v_w"])
+    with pytest.warns(RuntimeWarning, match="falling back to the slow reference.*simulated"):
+        out = softlabel_proj(*args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        softlabel_proj(*args)  # second call: no second warning
+    assert torch.equal(out, softlabel_proj_ref(*args))
+    with pytest.raises(RuntimeError, match="impl='cpu' is unavailable.*simulated"):
+        softlabel_proj(*args, impl="cpu")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the message given on a machine without a GPU")
+def test_explicit_cuda_without_gpu_raises():
+    inp = make_inputs(3, 4, 5, 1, "dense", torch.float32, "cpu", seed=0)
+    with pytest.raises(RuntimeError, match="impl='cuda' is unavailable"):
+        softlabel_proj(inp["h"], inp["labels"], inp["E"], inp["w"], inp["bias"], inp["u_E"],
+                       inp["v_E"], inp["u_w"], inp["v_w"], impl="cuda")
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def _good(form="dense"):
+    inp = make_inputs(4, 6, 8, 3, form, torch.float32, "cpu", seed=0)
+    return dict(h=inp["h"], labels=inp["labels"], E=inp["E"], w=inp["w"], bias=inp["bias"],
+                u_E=inp["u_E"], v_E=inp["v_E"], u_w=inp["u_w"], v_w=inp["v_w"])
+
+
+def _call(kw, impl="cpu"):
+    return softlabel_proj(kw["h"], kw["labels"], kw["E"], kw["w"], kw["bias"], kw["u_E"], kw["v_E"],
+                          kw["u_w"], kw["v_w"], impl=impl)
+
+
+BAD = [
+    ("h 3-D", "dense", lambda k: k.update(h=k["h"][None]), ValueError, r"h has shape .*\[B, F\]"),
+    ("h int", "dense", lambda k: k.update(h=k["h"].long()), TypeError, "h has dtype int64"),
+    ("E wrong F", "dense", lambda k: k.update(E=k["E"][:, :5]), ValueError, r"E has shape \(6, 5\)"),
+    ("w wrong", "dense", lambda k: k.update(w=k["w"][:3]), ValueError, "w has shape"),
+    ("bias 2 el", "dense", lambda k: k.update(bias=torch.zeros(2)), ValueError, "bias has shape"),
+    ("P wrong C", "dense", lambda k: k.update(labels=k["labels"][:, :5]), ValueError,
+     r"labels \(dense class probabilities P\) has shape \(4, 5\)"),
+    ("P NaN", "dense", lambda k: k["labels"].__setitem__((2, 1), float("nan")), ValueError,
+     r"labels \(dense P\) contain a non-finite value at \[2, 1\]"),
+    ("y int32", "hard", lambda k: k.update(labels=k["labels"].int()), TypeError, "int32.*long"),
+    ("y too big", "hard", lambda k: k["labels"].__setitem__(1, 6), IndexError,
+     r"label y at \[1\] is 6, outside \[0, C=6\)"),
+    ("y negative", "hard", lambda k: k["labels"].__setitem__(0, -1), IndexError, "is -1, outside"),
+    ("topk idx big", "topk", lambda k: k["labels"][0].__setitem__((3, 2), 99), IndexError,
+     r"top-k label index at \[3, 2\] is 99"),
+    ("topk shapes", "topk", lambda k: k.update(labels=(k["labels"][0], k["labels"][1][:, :2])),
+     ValueError, "top-k label values has shape"),
+    ("topk idx float", "topk", lambda k: k.update(labels=(k["labels"][0].float(), k["labels"][1])),
+     TypeError, "indices have dtype float32"),
+    ("labels str", "dense", lambda k: k.update(labels="cat"), TypeError, "labels must be a tensor"),
+    ("u_E wrong", "dense", lambda k: k.update(u_E=k["u_E"][:2]), ValueError, "u_E has shape"),
+    ("v_w NaN", "dense", lambda k: k["v_w"].__setitem__(0, float("inf")), ValueError,
+     "v_w contains a non-finite value"),
+    ("s_E zero", "dense", lambda k: k.update(u_E=torch.zeros(6)), ValueError,
+     "spectral norms must be finite and non-zero, got s_E=0.0"),
+    ("s_E inf", "dense", lambda k: k["E"].__setitem__((0, 0), float("inf")), ValueError,
+     "spectral norms must be finite"),
+    ("device", "dense", lambda k: k.update(E=k["E"].to("meta")), ValueError, "E is on meta"),
+]
+
+
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
+@pytest.mark.parametrize("name,form,mutate,exc,match", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_rejected_with_a_clear_message(impl, name, form, mutate, exc, match):
+    kw = _good(form)
+    mutate(kw)
+    with pytest.raises(exc, match=match):
+        _call(kw, impl)
+
+
+def test_unknown_impl():
+    with pytest.raises(ValueError, match="unknown impl 'fast'"):
+        _call(_good(), impl="fast")
+
+
+def test_topk_values_requiring_grad_are_refused_by_fused_kernels():
+    kw = _good("topk")
+    idx, val = kw["labels"]
+    kw["labels"] = (idx, val.clone().requires_grad_(True))
+    with pytest.raises(ValueError, match="top-k label values do not get gradients"):
+        _call(kw, "cpu")
+
+
+# --- GPU -------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+@given(B=st.integers(1, 300), C=st.integers(1, 300), F=st.integers(1, 600), K=st.integers(1, 9),
+       seed=st.integers(0, 2**31 - 1))
+@example(B=256, C=1000, F=1536, K=8, seed=0)
+@example(B=1, C=1, F=1, K=1, seed=0)
+def test_matches_reference_on_gpu(poisoned_outputs, impl, dtype, form, B, C, F, K, seed):
+    check_against_ref(impl, B, C, F, K, form, dtype, "cuda", seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+def test_gpu_large_batch_and_many_classes(impl):
+    """Grid limits and 64-bit offsets: B * C past 2^31 would need int64 indexing in dense;
+    here top-k with many classes and a big batch."""
+    check_against_ref(impl, 70000, 8142, 64, 4, "topk", torch.float32, "cuda", seed=1,
+                      grad_P=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+def test_gpu_out_of_range_index_without_checks_is_memory_safe(impl):
+    inp = make_inputs(64, 10, 32, 2, "topk", torch.float32, "cuda", seed=0)
+    idx, val = inp["labels"]
+    idx = idx.clone()
+    idx[0, 0], idx[1, 1] = 10**9, -(10**9)
+    out = softlabel_proj(inp["h"], (idx, val), inp["E"], inp["w"], inp["bias"], inp["u_E"],
+                         inp["v_E"], inp["u_w"], inp["v_w"], impl=impl, check=False)
+    torch.cuda.synchronize()  # an illegal access would raise here
+    assert out.shape == (64,)
