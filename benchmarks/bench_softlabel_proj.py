@@ -1,0 +1,336 @@
+"""Throughput of the soft-label projection head: forward and forward+backward.
+
+    python benchmarks/bench_softlabel_proj.py [--dtypes bfloat16 float32] [--quick]
+        [--csv benchmarks/results/softlabel_proj.csv] [--md table.md]
+
+Providers: ref (plain torch, eager), ref_compile (the same under torch.compile,
+dynamic=False, on the --compile-shapes only, since every shape is a fresh compile),
+cuda (CUDA C++), triton; on a machine without a GPU: ref, ref_compile and cpu (C++),
+and it says so. Labels: dense P [B, C] and top-k (K = 8). Inputs are random (never
+zeros), checks are off (check=False), and the dense P gets no gradient.
+
+Per row: median, p20 and p80 in microseconds from triton.testing.do_bench on eager calls
+(CUDA events around each call, L2 flushed between calls, after warm-up: this includes the
+host's launch overhead whenever the GPU waits for it); graph_median/p20/p80_us, the same
+for CUDA-graph replays of one call (the GPU time of its kernels alone); wall_us, the host
+time per call over back-to-back calls; GPU kernels per call (torch.profiler, gradients
+starting at None); achieved GB/s against the byte count below and its ratio to the
+device-to-device copy bandwidth measured in the same run.
+
+Byte count (each tensor moved once; es = element size): forward reads h, E, w, the labels
+and writes out: es * (B F + C F + F + B) + label bytes (dense: es B C; top-k: B K (8 + es)).
+Backward reads h, E, the labels and grad_out again and writes grad_h, grad_E, grad_w:
+es * (2 B F + 2 C F + F + B) + label bytes. forward+backward is the sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sgan_fast.ops import softlabel_proj, softlabel_proj_ref, why_unavailable  # noqa: E402
+
+BS, CS, FS, K = (64, 256, 1024), (10, 100, 1000), (256, 1024, 1536), 8
+TARGET = (256, 1000, 1536)
+
+
+def make_case(B, C, F, form, dtype, device, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    h = torch.randn(B, F, generator=g).to(device, dtype)
+    E = (torch.randn(C, F, generator=g) / F ** 0.5).to(device, dtype)
+    w = (torch.randn(F, generator=g) / F ** 0.5).to(device, dtype)
+    bias = torch.randn(1, generator=g).to(device, dtype)
+    acc = torch.float32
+    Ef = E.float()
+    v_E = torch.nn.functional.normalize(torch.randn(F, generator=g).to(device), dim=0)
+    for _ in range(3):
+        u_E = torch.nn.functional.normalize(Ef @ v_E, dim=0)
+        v_E = torch.nn.functional.normalize(Ef.t() @ u_E, dim=0)
+    u_w = torch.ones(1, device=device, dtype=acc)
+    v_w = torch.nn.functional.normalize(w.float(), dim=0)
+    if form == "dense":
+        labels = torch.softmax(2 * torch.randn(B, C, generator=g), 1).to(device, dtype)
+    else:
+        idx = torch.randint(0, C, (B, K), generator=g).to(device)
+        val = torch.softmax(torch.randn(B, K, generator=g), 1).to(device, dtype)
+        labels = (idx, val)
+    grad_out = torch.randn(B, generator=g).to(device, dtype)
+    return dict(h=h, E=E, w=w, bias=bias, labels=labels, u_E=u_E, v_E=v_E, u_w=u_w, v_w=v_w,
+                grad_out=grad_out)
+
+
+def byte_count(B, C, F, form, es, mode):
+    labels = es * B * C if form == "dense" else B * K * (8 + es)
+    fwd = es * (B * F + C * F + F + B) + labels
+    bwd = es * (2 * B * F + 2 * C * F + F + B) + labels
+    return fwd if mode == "fwd" else fwd + bwd
+
+
+def make_fn(provider, case, mode, form):
+    params = [case[k] for k in ("h", "E", "w", "bias")]
+    if mode == "fwd_bwd":
+        params = [p.detach().clone().requires_grad_(True) for p in params]
+    vec = (case["u_E"], case["v_E"], case["u_w"], case["v_w"])
+    labels = case["labels"]
+    if provider in ("ref", "ref_compile"):
+        def op(h, E, w, bias):
+            return softlabel_proj_ref(h, labels, E, w, bias, *vec)
+        if provider == "ref_compile":
+            torch._dynamo.reset()  # one fresh compile per shape, never the recompile limit
+            op = torch.compile(op, dynamic=False)
+    else:
+        def op(h, E, w, bias):
+            return softlabel_proj(h, labels, E, w, bias, *vec, impl=provider, check=False)
+    g = case["grad_out"]
+    if mode == "fwd":
+        def fn():
+            with torch.no_grad():
+                return op(*params)
+    else:
+        def fn():
+            op(*params).backward(g)
+    return fn, params
+
+
+def time_gpu(fn, params):
+    import triton.testing
+
+    fn()
+    torch.cuda.synchronize()
+    q = triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=params, quantiles=[0.5, 0.2, 0.8])
+    n = 50
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        for p in params:  # as optimizer.zero_grad(set_to_none=True) leaves them
+            p.grad = None
+        fn()
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / n
+    return [x * 1e3 for x in q], wall * 1e6
+
+
+def time_graph(fn, params):
+    """Median, p20, p80 of CUDA-graph replays of one call: the GPU time of its kernels with
+    the host's launch overhead removed (the eager numbers include it)."""
+    import triton.testing
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            for p in params:
+                p.grad = None
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    for p in params:
+        p.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    q = triton.testing.do_bench(graph.replay, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+    return [x * 1e3 for x in q]
+
+
+def warm_up_gpu(seconds=2.0):
+    """Clocks idle low between runs: a couple of seconds of matrix products first."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
+
+
+def time_cpu(fn, params, reps=20):
+    fn()
+    ts = []
+    for _ in range(reps):
+        for p in params:
+            p.grad = None
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e6)
+    ts.sort()
+    q = [statistics.median(ts), ts[int(0.2 * (len(ts) - 1))], ts[int(0.8 * (len(ts) - 1))]]
+    return q, q[0]
+
+
+def count_kernels(fn, params):
+    """GPU kernels (and copies) of one call, gradients starting at None."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    for p in params:
+        p.grad = None
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def copy_bandwidth():
+    """Device-to-device copy GB/s, counting bytes read plus bytes written."""
+    import triton.testing
+
+    x = torch.randn(256 * 2**20, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    ms = triton.testing.do_bench(lambda: y.copy_(x), warmup=25, rep=200, return_mode="median")
+    return 2 * x.numel() * x.element_size() / (ms * 1e-3) / 1e9
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    ap.add_argument("--forms", nargs="+", default=["dense", "topk"])
+    ap.add_argument("--modes", nargs="+", default=["fwd", "fwd_bwd"])
+    ap.add_argument("--providers", nargs="+", default=None)
+    ap.add_argument("--quick", action="store_true", help="only the target and the largest shapes")
+    ap.add_argument("--compile-shapes", default="256x1000x1536,1024x1000x1536",
+                    help="BxCxF shapes at which ref_compile runs (comma-separated, or 'all')")
+    ap.add_argument("--csv", default=os.path.join(os.path.dirname(__file__), "results",
+                                                  "softlabel_proj.csv"))
+    ap.add_argument("--md", default=None, help="also write the markdown table here")
+    args = ap.parse_args(argv)
+
+    gpu = torch.cuda.is_available()
+    device = "cuda" if gpu else "cpu"
+    providers = args.providers or (["ref", "ref_compile", "cuda", "triton"] if gpu
+                                   else ["ref", "ref_compile", "cpu"])
+    if not gpu:
+        print("No GPU: running the CPU providers only (ref, ref_compile, cpu) on the quick shapes.")
+        args.quick = True
+    shapes = [(B, C, F) for B in BS for C in CS for F in FS]
+    if args.quick:
+        shapes = [TARGET, (1024, 1000, 1536)]
+    compile_shapes = None if args.compile_shapes == "all" else {
+        tuple(int(x) for x in s.split("x")) for s in args.compile_shapes.split(",")}
+    name = torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu"
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = "none"
+    date = datetime.date.today().isoformat()
+    if gpu:
+        warm_up_gpu()
+    copy_gbs = copy_bandwidth() if gpu else float("nan")
+    print(f"# softlabel_proj on {name}; torch {torch.__version__}, triton {triton_version}, {date}")
+    if gpu:
+        print(f"# measured device-to-device copy bandwidth: {copy_gbs:.0f} GB/s (read + write)")
+    rows = []
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        es = torch.empty(0, dtype=dtype).element_size()
+        for form in args.forms:
+            for (B, C, F) in shapes:
+                case = make_case(B, C, F, form, dtype, device)
+                for mode in args.modes:
+                    for prov in providers:
+                        if prov == "ref_compile" and compile_shapes is not None \
+                                and (B, C, F) not in compile_shapes:
+                            continue
+                        if prov not in ("ref", "ref_compile") and \
+                                why_unavailable("softlabel_proj", prov, device, dtype) is not None:
+                            continue
+                        fn, params = make_fn(prov, case, mode, form)
+                        try:
+                            q, wall = time_gpu(fn, params) if gpu else time_cpu(fn, params)
+                            kernels = count_kernels(fn, params) if gpu else ""
+                            gq = time_graph(fn, params) if gpu else ["", "", ""]
+                        except Exception as exc:  # keep the sweep going; the row says what failed
+                            print(f"  {prov} {form} {B}x{C}x{F} {mode}: FAILED {type(exc).__name__}: {exc}")
+                            continue
+                        nbytes = byte_count(B, C, F, form, es, mode)
+                        gbs = nbytes / (q[0] * 1e-6) / 1e9
+                        rows.append(dict(provider=prov, form=form, B=B, C=C, F=F, K=K if form == "topk" else "",
+                                         dtype=dtype_name, mode=mode, median_us=round(q[0], 2),
+                                         p20_us=round(q[1], 2), p80_us=round(q[2], 2),
+                                         wall_us=round(wall, 2),
+                                         graph_median_us=round(gq[0], 2) if gpu else "",
+                                         graph_p20_us=round(gq[1], 2) if gpu else "",
+                                         graph_p80_us=round(gq[2], 2) if gpu else "",
+                                         kernels=kernels, bytes=nbytes,
+                                         graph_gb_s=round(nbytes / (gq[0] * 1e-6) / 1e9, 1) if gpu else "",
+                                         gb_s=round(gbs, 1),
+                                         frac_copy_bw=round(gbs / copy_gbs, 3) if gpu else "",
+                                         copy_gb_s=round(copy_gbs, 1) if gpu else "",
+                                         device=name, torch=torch.__version__, triton=triton_version,
+                                         date=date))
+                        r = rows[-1]
+                        print(f"  {prov:<11} {form:<5} {dtype_name:<8} {B:>4}x{C:>4}x{F:>4} {mode:<7} "
+                              f"median {r['median_us']:>9.1f} us  wall {r['wall_us']:>9.1f} us  "
+                              f"graph {r['graph_median_us']} us  "
+                              f"kernels {kernels}  {r['gb_s']:.0f} GB/s", flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+    new = not os.path.exists(args.csv)
+    with open(args.csv, "a", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["provider"])
+        if new:
+            wr.writeheader()
+        wr.writerows(rows)
+    table = markdown(rows, providers)
+    print(table)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(table)
+
+
+def markdown(rows, providers):
+    """One line per (dtype, form, shape, mode): each provider's median, and speed-ups of the
+    fastest fused provider over ref and ref_compile."""
+    keyed = {}
+    for r in rows:
+        keyed.setdefault((r["dtype"], r["form"], r["B"], r["C"], r["F"], r["mode"]), {})[r["provider"]] = r
+    fast = [p for p in providers if p not in ("ref", "ref_compile")]
+    graph = any(r["graph_median_us"] != "" for r in rows)
+    head = ["dtype", "labels", "B", "C", "F", "mode"] + [f"{p} us" for p in providers] + \
+           ["best fused", "x ref", "x ref_compile", "kernels (best)"]
+    if graph:
+        head += [f"{p} graph us" for p in providers] + \
+                ["best fused (graph)", "x ref (graph)", "x ref_compile (graph)", "% copy BW (graph)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, by in keyed.items():
+        cells = [str(k) for k in key]
+        cells += [f"{by[p]['median_us']:.1f}" if p in by else "" for p in providers]
+        cand = [p for p in fast if p in by]
+        if cand:
+            best = min(cand, key=lambda p: by[p]["median_us"])
+            t = by[best]["median_us"]
+            ref = by.get("ref", {}).get("median_us")
+            comp = by.get("ref_compile", {}).get("median_us")
+            cells += [best, f"{ref / t:.2f}" if ref else "", f"{comp / t:.2f}" if comp else "",
+                      str(by[best]["kernels"])]
+        else:
+            cells += [""] * 4
+        if graph:
+            cells += [f"{by[p]['graph_median_us']:.1f}" if p in by else "" for p in providers]
+            if cand:
+                best = min(cand, key=lambda p: by[p]["graph_median_us"])
+                t = by[best]["graph_median_us"]
+                ref = by.get("ref", {}).get("graph_median_us")
+                comp = by.get("ref_compile", {}).get("graph_median_us")
+                frac = by[best]["graph_gb_s"] / by[best]["copy_gb_s"]
+                cells += [best, f"{ref / t:.2f}" if ref else "", f"{comp / t:.2f}" if comp else "",
+                          f"{100 * frac:.0f}%"]
+            else:
+                cells += [""] * 4
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Fresh Linux machine -> working sgan_fast: a virtual environment in .venv, torch 2.14.1
+# and the build tools, sgan_fast built in place (C++ kernels, and CUDA kernels when a CUDA
+# toolkit is found), then `sgan-fast info` and the demo.
+#   PYTHON=python3.12 bash quickstart.sh     # another interpreter (3.11 or 3.12)
+#   SGAN_FAST_CUDA=0 bash quickstart.sh      # skip the CUDA kernels
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+# The CUDA toolkit is usually at /usr/local/cuda; setup.py also defaults to it.
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export CUDA_HOME=/usr/local/cuda
+fi
+.venv/bin/python -m pip install -q "torch==2.14.1" numpy ninja pybind11 "setuptools>=64" wheel \
+    pytest hypothesis
+# --no-build-isolation: the extension must be built against the torch installed above.
+.venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+.venv/bin/sgan-fast info
+.venv/bin/sgan-fast demo
