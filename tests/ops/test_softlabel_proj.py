@@ -316,3 +316,9 @@ def test_gpu_out_of_range_index_without_checks_is_memory_safe(impl):
                          inp["v_E"], inp["u_w"], inp["v_w"], impl=impl, check=False)
     torch.cuda.synchronize()  # an illegal access would raise here
     assert out.shape == (64,)
+
+
+def test_poisoning_fixture_fills_fresh_outputs_with_nan(poisoned_outputs):
+    """The mechanism the comparisons above rely on to catch unwritten output elements."""
+    assert torch.isnan(torch.empty(5)).all()
+    assert torch.isnan(torch.empty_like(torch.zeros(2, 3, dtype=torch.float16))).all()
