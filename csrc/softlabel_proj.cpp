@@ -65,6 +65,19 @@ void check_topk(const Tensor& h, const Tensor& idx, const Tensor& val) {
               "softlabel_proj: top-k values must be contiguous, with h's dtype and device");
 }
 
+// What the backward reads besides the forward's inputs: grad_out [B] and the forward's
+// s [2] and raw [2, B], all on h's device.
+void check_backward(const Tensor& g, const Tensor& h, const Tensor& s, const Tensor& raw) {
+  const auto A = acc_type(h.scalar_type());
+  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type() &&
+                  g.device() == h.device(),
+              "softlabel_proj: grad_out must be [B], contiguous, with h's dtype and device");
+  TORCH_CHECK(s.numel() == 2 && raw.numel() == 2 * h.size(0) && s.scalar_type() == A &&
+                  raw.scalar_type() == A && s.is_contiguous() && raw.is_contiguous() &&
+                  s.device() == h.device() && raw.device() == h.device(),
+              "softlabel_proj: s [2] and raw [2, B] must come from the forward op");
+}
+
 inline int64_t clamp_index(int64_t c, int64_t C) { return c < 0 ? 0 : (c >= C ? C - 1 : c); }
 
 // Rounds a and b to T separately and adds them in T: the reference's two casts to the
@@ -289,8 +302,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cpu(
     const Tensor& raw, bool need_grad_P) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
   check_dense(h, P, E);
-  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
-              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  check_backward(g, h, s, raw);
   Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
          grad_bias = at::empty({1}, w.options());
   Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
@@ -307,8 +319,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cpu(
     const Tensor& s, const Tensor& raw) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
   check_topk(h, idx, val);
-  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
-              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  check_backward(g, h, s, raw);
   Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
          grad_bias = at::empty({1}, w.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_bwd", [&] {
@@ -387,8 +398,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cuda(
     const Tensor& raw, bool need_grad_P) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
   check_dense(h, P, E);
-  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
-              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  check_backward(g, h, s, raw);
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   const auto dt = dtype_code(h.scalar_type());
@@ -419,8 +429,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cuda(
     const Tensor& s, const Tensor& raw) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
   check_topk(h, idx, val);
-  TORCH_CHECK(g.numel() == h.size(0) && g.is_contiguous() && g.scalar_type() == h.scalar_type(),
-              "softlabel_proj: grad_out must be [B], contiguous, h's dtype");
+  check_backward(g, h, s, raw);
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1), K = idx.size(1);
   const auto T = h.scalar_type();
