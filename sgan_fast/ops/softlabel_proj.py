@@ -394,7 +394,7 @@ def softlabel_proj(h: Tensor, labels: Labels, E: Tensor, w: Tensor, bias: Option
             out, s, _ = _fwd_op(chosen, "dense")(prep(h), prep(lab[0]), *args)
         else:
             if form == "hard":
-                idx = lab[0].reshape(B, 1)
+                idx = lab[0].reshape(B, 1).contiguous()
                 val = torch.ones(B, 1, dtype=dtype, device=h.device)
             else:
                 idx, val = lab[0].contiguous(), prep(lab[1].detach())
