@@ -322,3 +322,17 @@ def test_poisoning_fixture_fills_fresh_outputs_with_nan(poisoned_outputs):
     """The mechanism the comparisons above rely on to catch unwritten output elements."""
     assert torch.isnan(torch.empty(5)).all()
     assert torch.isnan(torch.empty_like(torch.zeros(2, 3, dtype=torch.float16))).all()
+
+
+@pytest.mark.parametrize("impl", _cpu_impls())
+def test_non_contiguous_inputs(impl):
+    """Strided views (a transposed embedding as BigGAN stores it, a sliced batch) are accepted."""
+    inp = make_inputs(8, 5, 6, 1, "hard", torch.float32, "cpu", seed=4)
+    h = torch.stack([inp["h"], inp["h"]], 2)[:, :, 0]
+    E_t = inp["E"].t().contiguous().t()
+    y = torch.stack([inp["labels"], inp["labels"]], 1)[:, 0]
+    assert not (h.is_contiguous() or E_t.is_contiguous() or y.is_contiguous())
+    args = (inp["w"], inp["bias"], inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"])
+    a = softlabel_proj(h, y, E_t, *args, impl=impl)
+    b = softlabel_proj_ref(inp["h"], inp["labels"], inp["E"], *args)
+    assert _rel_err(a, b, floor=8 ** 0.5) < REL_TOL[torch.float32]
