@@ -47,11 +47,7 @@ def info(file=None) -> dict:
         table = {}
         for impl in _dispatch.IMPLS:
             table[impl] = {dev: _dispatch.why_unavailable(name, impl, dev) for dev in devices}
-        auto = {}
-        for dev in devices:
-            spec = _dispatch.registered_ops()[name]
-            auto[dev] = next((c for c in spec.auto_order.get(dev, ())
-                              if _dispatch.why_unavailable(name, c, dev) is None), "ref")
+        auto = {dev: _dispatch.auto_choice(name, dev)[0] or "ref" for dev in devices}
         facts["ops"][name] = {"impls": table, "auto": auto}
 
     p = lambda *a: print(*a, file=file)  # noqa: E731

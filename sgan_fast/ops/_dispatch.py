@@ -93,15 +93,24 @@ def resolve(op: str, impl: str, device: torch.device, dtype: torch.dtype) -> str
     return chosen
 
 
+def auto_choice(op: str, device: torch.device | str, dtype: torch.dtype | None = None):
+    """(the first available implementation in the op's order for the device, or None;
+    the reasons why those before it are unavailable)."""
+    device = torch.device(device)
+    reasons = []
+    for cand in _OPS[op].auto_order.get(device.type, ()):
+        why = why_unavailable(op, cand, device, dtype)
+        if why is None:
+            return cand, reasons
+        reasons.append(f"{cand}: {why}")
+    return None, reasons
+
+
 def _resolve(op: str, impl: str, device: torch.device, dtype: torch.dtype) -> str:
     if impl == "auto":
-        spec = _OPS[op]
-        reasons = []
-        for cand in spec.auto_order.get(device.type, ()):
-            why = why_unavailable(op, cand, device, dtype)
-            if why is None:
-                return cand
-            reasons.append(f"{cand}: {why}")
+        cand, reasons = auto_choice(op, device, dtype)
+        if cand is not None:
+            return cand
         key = (op, device.type)
         if key not in _warned:
             _warned.add(key)

@@ -72,6 +72,7 @@ def softlabel_proj_ref(h, labels, E, w, bias, u_E, v_E, u_w, v_w, *, return_scal
 # The public op: validation, dispatch, custom ops and autograd.
 # ---------------------------------------------------------------------------
 
+import contextlib  # noqa: E402
 from typing import Optional, Sequence, Union  # noqa: E402
 
 from torch import Tensor  # noqa: E402
@@ -237,15 +238,8 @@ def _triton_kernels():
 
 
 def _on_device(t: Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else _NullContext()
-
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    """Triton launches on the current device: make it the tensors' device."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 @torch.library.custom_op("sgan_fast::softlabel_proj_fwd_dense_triton", mutates_args=())
