@@ -233,6 +233,29 @@ def _bwd_dense_gh(g, P, E, w, s, gh, B, C, F,
 
 
 @triton.jit
+def _linear_grad_step(raw, offs_b, mask_b, gv, hv, sw, dsw, gsum, gw_acc):
+    """One batch chunk of the linear term's gradients: the dsw sum, sum g (grad_bias) and
+    sum_b g_b h_b / s_w (grad_w of this F tile); hv is the float32 h tile [BB, BF]."""
+    Lv = tl.load(raw + offs_b, mask=mask_b, other=0.0)
+    dsw += gv * tl.div_rn(tl.div_rn(Lv, sw), sw)
+    gsum += gv
+    gw_acc += tl.sum(hv * tl.div_rn(gv, sw)[:, None], axis=0)
+    return dsw, gsum, gw_acc
+
+
+@triton.jit
+def _store_linear_grads(gw, gb, uw, vw, gw_acc, dsw, gsum, offs_f, mask_f, pid_f):
+    """grad_w of this F tile (direct part + the part through s_w, rounded apart as the
+    reference does) and, from the first F tile, grad_bias."""
+    dsW = -tl.sum(dsw, axis=0)
+    vwv = tl.load(vw + offs_f, mask=mask_f, other=0.0)
+    gwv = _add_parts(gw_acc, vwv * (dsW * tl.load(uw)), gw.dtype.element_ty)
+    tl.store(gw + offs_f, gwv, mask=mask_f)
+    if pid_f == 0:
+        tl.store(gb, tl.sum(gsum, axis=0).to(gb.dtype.element_ty))
+
+
+@triton.jit
 def _bwd_dense_gE(g, h, P, uE, vE, uw, vw, s, raw, gE, gw, gb, B, C, F,
                   BC: tl.constexpr, BF: tl.constexpr, BB: tl.constexpr, F32: tl.constexpr):
     """grad_E tile = (P * g / s_E)^T @ h + dsE u_E v_E^T; programs with pid_c == 0 also
@@ -265,10 +288,8 @@ def _bwd_dense_gE(g, h, P, uE, vE, uw, vw, s, raw, gE, gw, gb, B, C, F,
                      mask=mask_b[:, None] & mask_f[None, :], other=0.0)
         acc = _mm(tl.trans(a), hv, acc, F32)
         if pid_c == 0:
-            Lv = tl.load(raw + offs_b, mask=mask_b, other=0.0)
-            dsw += gv * tl.div_rn(tl.div_rn(Lv, sw), sw)
-            gsum += gv
-            gw_acc += tl.sum(hv.to(tl.float32) * tl.div_rn(gv, sw)[:, None], axis=0)
+            dsw, gsum, gw_acc = _linear_grad_step(raw, offs_b, mask_b, gv, hv.to(tl.float32), sw,
+                                                  dsw, gsum, gw_acc)
     dsE = -tl.sum(dse, axis=0)
     u = tl.load(uE + offs_c, mask=mask_c, other=0.0)
     v = tl.load(vE + offs_f, mask=mask_f, other=0.0)
@@ -276,12 +297,7 @@ def _bwd_dense_gE(g, h, P, uE, vE, uw, vw, s, raw, gE, gw, gb, B, C, F,
     tl.store(gE + offs_c.to(tl.int64)[:, None] * F + offs_f[None, :], res,
              mask=mask_c[:, None] & mask_f[None, :])
     if pid_c == 0:
-        dsW = -tl.sum(dsw, axis=0)
-        vwv = tl.load(vw + offs_f, mask=mask_f, other=0.0)
-        gwv = _add_parts(gw_acc, vwv * (dsW * tl.load(uw)), gw.dtype.element_ty)
-        tl.store(gw + offs_f, gwv, mask=mask_f)
-        if pid_f == 0:
-            tl.store(gb, tl.sum(gsum, axis=0).to(gb.dtype.element_ty))
+        _store_linear_grads(gw, gb, uw, vw, gw_acc, dsw, gsum, offs_f, mask_f, pid_f)
 
 
 @triton.jit
@@ -339,12 +355,10 @@ def _bwd_topk_init(g, h, uE, vE, uw, vw, s, raw, W, dsE_out, gw, gb, B, C, F,
         Sv = tl.load(raw + B + offs_b, mask=mask_b, other=0.0)
         dse += gv * tl.div_rn(tl.div_rn(Sv, sE), sE)
         if pid_c == 0:
-            Lv = tl.load(raw + offs_b, mask=mask_b, other=0.0)
-            dsw += gv * tl.div_rn(tl.div_rn(Lv, sw), sw)
-            gsum += gv
             hv = tl.load(h + offs_b.to(tl.int64)[:, None] * F + offs_f[None, :],
                          mask=mask_b[:, None] & mask_f[None, :], other=0.0).to(tl.float32)
-            gw_acc += tl.sum(hv * tl.div_rn(gv, sw)[:, None], axis=0)
+            dsw, gsum, gw_acc = _linear_grad_step(raw, offs_b, mask_b, gv, hv, sw, dsw, gsum,
+                                                  gw_acc)
     dsE = -tl.sum(dse, axis=0)
     if SPLIT:
         res = tl.zeros((BC, BF), dtype=tl.float32)
@@ -357,12 +371,7 @@ def _bwd_topk_init(g, h, uE, vE, uw, vw, s, raw, W, dsE_out, gw, gb, B, C, F,
     tl.store(W + offs_c.to(tl.int64)[:, None] * F + offs_f[None, :], res,
              mask=mask_c[:, None] & mask_f[None, :])
     if pid_c == 0:
-        dsW = -tl.sum(dsw, axis=0)
-        vwv = tl.load(vw + offs_f, mask=mask_f, other=0.0)
-        gwv = _add_parts(gw_acc, vwv * (dsW * tl.load(uw)), gw.dtype.element_ty)
-        tl.store(gw + offs_f, gwv, mask=mask_f)
-        if pid_f == 0:
-            tl.store(gb, tl.sum(gsum, axis=0).to(gb.dtype.element_ty))
+        _store_linear_grads(gw, gb, uw, vw, gw_acc, dsw, gsum, offs_f, mask_f, pid_f)
 
 
 @triton.jit
