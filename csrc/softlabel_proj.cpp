@@ -269,64 +269,31 @@ std::tuple<Tensor, Tensor, Tensor> alloc_fwd(const Tensor& h) {
           at::empty({2, B}, h.options().dtype(A))};
 }
 
-std::tuple<Tensor, Tensor, Tensor> fwd_dense_cpu(const Tensor& h, const Tensor& P, const Tensor& E,
-                                                 const Tensor& w, const Tensor& bias,
-                                                 const Tensor& u_E, const Tensor& v_E,
-                                                 const Tensor& u_w, const Tensor& v_w) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_dense(h, P, E);
-  auto [out, s, raw] = alloc_fwd(h);
+// grad_h, grad_E, grad_w, grad_bias: the gradients every backward returns.
+std::tuple<Tensor, Tensor, Tensor, Tensor> alloc_bwd(const Tensor& h, const Tensor& E,
+                                                     const Tensor& w) {
+  return {at::empty_like(h), at::empty_like(E), at::empty_like(w), at::empty({1}, w.options())};
+}
+
+// CPU bodies: outputs come allocated; P (dense) or idx/val (top-k) is null.
+void fwd_cpu(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
+             const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
+             const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out, Tensor& s,
+             Tensor& raw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_fwd", [&] {
-    fwd_cpu_kernel<scalar_t>(h, &P, nullptr, nullptr, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+    fwd_cpu_kernel<scalar_t>(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
   });
-  return {out, s, raw};
 }
 
-std::tuple<Tensor, Tensor, Tensor> fwd_topk_cpu(const Tensor& h, const Tensor& idx,
-                                                const Tensor& val, const Tensor& E,
-                                                const Tensor& w, const Tensor& bias,
-                                                const Tensor& u_E, const Tensor& v_E,
-                                                const Tensor& u_w, const Tensor& v_w) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_topk(h, idx, val);
-  auto [out, s, raw] = alloc_fwd(h);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_fwd", [&] {
-    fwd_cpu_kernel<scalar_t>(h, nullptr, &idx, &val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
-  });
-  return {out, s, raw};
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cpu(
-    const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& w,
-    const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
-    const Tensor& raw, bool need_grad_P) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_dense(h, P, E);
-  check_backward(g, h, s, raw);
-  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
-         grad_bias = at::empty({1}, w.options());
-  Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
+void bwd_cpu(const Tensor& g, const Tensor& h, const Tensor* P, const Tensor* idx,
+             const Tensor* val, const Tensor& E, const Tensor& w, const Tensor& u_E,
+             const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
+             const Tensor& raw, Tensor& grad_h, Tensor* grad_P, Tensor& grad_E, Tensor& grad_w,
+             Tensor& grad_bias) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_bwd", [&] {
-    bwd_cpu_kernel<scalar_t>(g, h, &P, nullptr, nullptr, E, w, u_E, v_E, u_w, v_w, s, raw,
-                             grad_h, need_grad_P ? &grad_P : nullptr, grad_E, grad_w, grad_bias);
+    bwd_cpu_kernel<scalar_t>(g, h, P, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, grad_P,
+                             grad_E, grad_w, grad_bias);
   });
-  return {grad_h, grad_P, grad_E, grad_w, grad_bias};
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cpu(
-    const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& E,
-    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
-    const Tensor& s, const Tensor& raw) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_topk(h, idx, val);
-  check_backward(g, h, s, raw);
-  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
-         grad_bias = at::empty({1}, w.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_bwd", [&] {
-    bwd_cpu_kernel<scalar_t>(g, h, nullptr, &idx, &val, E, w, u_E, v_E, u_w, v_w, s, raw,
-                             grad_h, nullptr, grad_E, grad_w, grad_bias);
-  });
-  return {grad_h, grad_E, grad_w, grad_bias};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -350,13 +317,11 @@ void cuda_ok(cudaError_t err, const char* where) {
               cudaGetErrorString(err));
 }
 
-std::tuple<Tensor, Tensor, Tensor> fwd_cuda(const Tensor& h, const Tensor* P, const Tensor* idx,
-                                            const Tensor* val, const Tensor& E, const Tensor& w,
-                                            const Tensor& bias, const Tensor& u_E,
-                                            const Tensor& v_E, const Tensor& u_w,
-                                            const Tensor& v_w) {
+void fwd_cuda(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
+              const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
+              const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out, Tensor& s,
+              Tensor& raw) {
   c10::cuda::CUDAGuard guard(h.device());
-  auto [out, s, raw] = alloc_fwd(h);
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   Tensor Tbc;
   if (P) Tbc = at::mm(h, E.t());  // [B, C], cuBLAS with float32 accumulation
@@ -370,48 +335,23 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda(const Tensor& h, const Tensor* P, co
               idx ? idx->size(1) : 0, partial.data_ptr(), n_partial, out.data_ptr(), s.data_ptr(),
               raw.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
           "forward");
-  return {out, s, raw};
 }
 
-std::tuple<Tensor, Tensor, Tensor> fwd_dense_cuda(const Tensor& h, const Tensor& P, const Tensor& E,
-                                                  const Tensor& w, const Tensor& bias,
-                                                  const Tensor& u_E, const Tensor& v_E,
-                                                  const Tensor& u_w, const Tensor& v_w) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_dense(h, P, E);
-  return fwd_cuda(h, &P, nullptr, nullptr, E, w, bias, u_E, v_E, u_w, v_w);
-}
-
-std::tuple<Tensor, Tensor, Tensor> fwd_topk_cuda(const Tensor& h, const Tensor& idx,
-                                                 const Tensor& val, const Tensor& E,
-                                                 const Tensor& w, const Tensor& bias,
-                                                 const Tensor& u_E, const Tensor& v_E,
-                                                 const Tensor& u_w, const Tensor& v_w) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_topk(h, idx, val);
-  return fwd_cuda(h, nullptr, &idx, &val, E, w, bias, u_E, v_E, u_w, v_w);
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cuda(
-    const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& w,
-    const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
-    const Tensor& raw, bool need_grad_P) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_dense(h, P, E);
-  check_backward(g, h, s, raw);
+void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E,
+                    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+                    const Tensor& v_w, const Tensor& s, const Tensor& raw, Tensor& grad_h,
+                    Tensor* grad_P, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   const auto dt = dtype_code(h.scalar_type());
   const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
-  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
-         grad_bias = at::empty({1}, w.options()), Pg = at::empty_like(P);
-  Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
+  Tensor Pg = at::empty_like(P);
   Tensor Tbc;
-  if (need_grad_P) Tbc = at::mm(h, E.t());
+  if (grad_P) Tbc = at::mm(h, E.t());
   cuda_ok(softlabel_proj_bwd_dense_prep_cuda(dt, g.data_ptr(), P.data_ptr(), w.data_ptr(),
-                                             s.data_ptr(), need_grad_P ? Tbc.data_ptr() : nullptr,
+                                             s.data_ptr(), grad_P ? Tbc.data_ptr() : nullptr,
                                              B, C, F, Pg.data_ptr(), grad_h.data_ptr(),
-                                             need_grad_P ? grad_P.data_ptr() : nullptr, st),
+                                             grad_P ? grad_P->data_ptr() : nullptr, st),
           "backward prep");
   cuda_ok(softlabel_proj_bwd_params_cuda(dt, g.data_ptr(), h.data_ptr(), u_E.data_ptr(),
                                          v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
@@ -420,23 +360,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense_cuda(
           "backward params");
   grad_h.addmm_(Pg, E);       // g w / s_w + (P g / s_E) E
   grad_E.addmm_(Pg.t(), h);   // dsE u v^T + (P g / s_E)^T h
-  return {grad_h, grad_P, grad_E, grad_w, grad_bias};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cuda(
-    const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& E,
-    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
-    const Tensor& s, const Tensor& raw) {
-  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_topk(h, idx, val);
-  check_backward(g, h, s, raw);
+void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val,
+                   const Tensor& E, const Tensor& w, const Tensor& u_E, const Tensor& v_E,
+                   const Tensor& u_w, const Tensor& v_w, const Tensor& s, const Tensor& raw,
+                   Tensor& grad_h, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1), K = idx.size(1);
   const auto T = h.scalar_type();
   const auto dt = dtype_code(T);
   const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
-  Tensor grad_h = at::empty_like(h), grad_E = at::empty_like(E), grad_w = at::empty_like(w),
-         grad_bias = at::empty({1}, w.options());
   const bool direct = acc_type(T) == T;  // float32/float64: accumulate straight into grad_E
   Tensor ws = direct ? grad_E : at::empty({C, F}, E.options().dtype(acc_type(T)));
   cuda_ok(softlabel_proj_bwd_params_cuda(dt, g.data_ptr(), h.data_ptr(), u_E.data_ptr(),
@@ -451,10 +385,103 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk_cuda(
           "backward rows");
   if (!direct)
     cuda_ok(softlabel_proj_cast_cuda(dt, ws.data_ptr(), grad_E.data_ptr(), C * F, st), "cast");
-  return {grad_h, grad_E, grad_w, grad_bias};
 }
 
 #endif  // SGAN_FAST_WITH_CUDA
+
+#ifndef SGAN_FAST_WITH_CUDA
+// Unreachable through the dispatcher (no CUDA kernels registered); a guard all the same.
+void require_cuda_build() {
+  TORCH_CHECK(false, "softlabel_proj: sgan_fast._C was built without CUDA kernels");
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
+// The ops, registered for CPU and CUDA tensors alike: check, allocate, then run the
+// kernels of the tensors' device.
+// ---------------------------------------------------------------------------------------
+
+std::tuple<Tensor, Tensor, Tensor> run_fwd(const Tensor& h, const Tensor* P, const Tensor* idx,
+                                           const Tensor* val, const Tensor& E, const Tensor& w,
+                                           const Tensor& bias, const Tensor& u_E,
+                                           const Tensor& v_E, const Tensor& u_w,
+                                           const Tensor& v_w) {
+  auto [out, s, raw] = alloc_fwd(h);
+  if (h.is_cuda()) {
+#ifdef SGAN_FAST_WITH_CUDA
+    fwd_cuda(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+#else
+    require_cuda_build();
+#endif
+  } else {
+    fwd_cpu(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+  }
+  return {out, s, raw};
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_dense(const Tensor& h, const Tensor& P, const Tensor& E,
+                                             const Tensor& w, const Tensor& bias,
+                                             const Tensor& u_E, const Tensor& v_E,
+                                             const Tensor& u_w, const Tensor& v_w) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_dense(h, P, E);
+  return run_fwd(h, &P, nullptr, nullptr, E, w, bias, u_E, v_E, u_w, v_w);
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_topk(const Tensor& h, const Tensor& idx, const Tensor& val,
+                                            const Tensor& E, const Tensor& w, const Tensor& bias,
+                                            const Tensor& u_E, const Tensor& v_E,
+                                            const Tensor& u_w, const Tensor& v_w) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_topk(h, idx, val);
+  return run_fwd(h, nullptr, &idx, &val, E, w, bias, u_E, v_E, u_w, v_w);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense(
+    const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& w,
+    const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
+    const Tensor& raw, bool need_grad_P) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_dense(h, P, E);
+  check_backward(g, h, s, raw);
+  auto [grad_h, grad_E, grad_w, grad_bias] = alloc_bwd(h, E, w);
+  Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
+  Tensor* gP = need_grad_P ? &grad_P : nullptr;
+  if (h.is_cuda()) {
+#ifdef SGAN_FAST_WITH_CUDA
+    bwd_dense_cuda(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E, grad_w,
+                   grad_bias);
+#else
+    require_cuda_build();
+#endif
+  } else {
+    bwd_cpu(g, h, &P, nullptr, nullptr, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E,
+            grad_w, grad_bias);
+  }
+  return {grad_h, grad_P, grad_E, grad_w, grad_bias};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk(
+    const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& E,
+    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
+    const Tensor& s, const Tensor& raw) {
+  check_inputs(h, E, w, u_E, v_E, u_w, v_w);
+  check_topk(h, idx, val);
+  check_backward(g, h, s, raw);
+  auto [grad_h, grad_E, grad_w, grad_bias] = alloc_bwd(h, E, w);
+  if (h.is_cuda()) {
+#ifdef SGAN_FAST_WITH_CUDA
+    bwd_topk_cuda(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, grad_E, grad_w,
+                  grad_bias);
+#else
+    require_cuda_build();
+#endif
+  } else {
+    bwd_cpu(g, h, nullptr, &idx, &val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, nullptr, grad_E,
+            grad_w, grad_bias);
+  }
+  return {grad_h, grad_E, grad_w, grad_bias};
+}
 
 }  // namespace
 }  // namespace sgan_fast
@@ -473,17 +500,18 @@ TORCH_LIBRARY(sgan_fast, m) {
 }
 
 TORCH_LIBRARY_IMPL(sgan_fast, CPU, m) {
-  m.impl("softlabel_proj_fwd_dense", &sgan_fast::fwd_dense_cpu);
-  m.impl("softlabel_proj_fwd_topk", &sgan_fast::fwd_topk_cpu);
-  m.impl("softlabel_proj_bwd_dense", &sgan_fast::bwd_dense_cpu);
-  m.impl("softlabel_proj_bwd_topk", &sgan_fast::bwd_topk_cpu);
+  m.impl("softlabel_proj_fwd_dense", &sgan_fast::fwd_dense);
+  m.impl("softlabel_proj_fwd_topk", &sgan_fast::fwd_topk);
+  m.impl("softlabel_proj_bwd_dense", &sgan_fast::bwd_dense);
+  m.impl("softlabel_proj_bwd_topk", &sgan_fast::bwd_topk);
 }
 
 #ifdef SGAN_FAST_WITH_CUDA
+// The same entry points: they run the CUDA kernels for CUDA tensors.
 TORCH_LIBRARY_IMPL(sgan_fast, CUDA, m) {
-  m.impl("softlabel_proj_fwd_dense", &sgan_fast::fwd_dense_cuda);
-  m.impl("softlabel_proj_fwd_topk", &sgan_fast::fwd_topk_cuda);
-  m.impl("softlabel_proj_bwd_dense", &sgan_fast::bwd_dense_cuda);
-  m.impl("softlabel_proj_bwd_topk", &sgan_fast::bwd_topk_cuda);
+  m.impl("softlabel_proj_fwd_dense", &sgan_fast::fwd_dense);
+  m.impl("softlabel_proj_fwd_topk", &sgan_fast::fwd_topk);
+  m.impl("softlabel_proj_bwd_dense", &sgan_fast::bwd_dense);
+  m.impl("softlabel_proj_bwd_topk", &sgan_fast::bwd_topk);
 }
 #endif
