@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "host_common.h"
 #include "softlabel_proj.h"
 
 #ifdef SGAN_FAST_WITH_CUDA
@@ -21,10 +22,6 @@ namespace sgan_fast {
 namespace {
 
 using at::Tensor;
-
-at::ScalarType acc_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 void check_inputs(const Tensor& h, const Tensor& E, const Tensor& w, const Tensor& u_E,
                   const Tensor& v_E, const Tensor& u_w, const Tensor& v_w) {
@@ -301,22 +298,6 @@ void bwd_cpu(const Tensor& g, const Tensor& h, const Tensor* P, const Tensor* id
 // ---------------------------------------------------------------------------------------
 #ifdef SGAN_FAST_WITH_CUDA
 
-DType dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::f32;
-    case at::kDouble: return DType::f64;
-    case at::kHalf: return DType::f16;
-    case at::kBFloat16: return DType::bf16;
-    default: TORCH_CHECK(false, "softlabel_proj: unsupported dtype ", t);
-  }
-  return DType::f32;
-}
-
-void cuda_ok(cudaError_t err, const char* where) {
-  TORCH_CHECK(err == cudaSuccess, "softlabel_proj CUDA kernel failed in ", where, ": ",
-              cudaGetErrorString(err));
-}
-
 void fwd_cuda(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
               const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
               const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out, Tensor& s,
@@ -328,13 +309,12 @@ void fwd_cuda(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor*
   const int n_partial = static_cast<int>(std::min<int64_t>(C, 264));
   Tensor partial = at::empty({n_partial}, s.options());
   cuda_ok(softlabel_proj_fwd_cuda(
-              dtype_code(h.scalar_type()), h.data_ptr(), E.data_ptr(), w.data_ptr(),
+              dtype_code(h.scalar_type(), "softlabel_proj"), h.data_ptr(), E.data_ptr(), w.data_ptr(),
               bias.data_ptr(), u_E.data_ptr(), v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
               P ? Tbc.data_ptr() : nullptr, P ? P->data_ptr() : nullptr,
               idx ? idx->data_ptr<int64_t>() : nullptr, val ? val->data_ptr() : nullptr, B, C, F,
               idx ? idx->size(1) : 0, partial.data_ptr(), n_partial, out.data_ptr(), s.data_ptr(),
-              raw.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
-          "forward");
+              raw.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()), "softlabel_proj", "forward");
 }
 
 void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E,
@@ -343,7 +323,7 @@ void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Ten
                     Tensor* grad_P, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
-  const auto dt = dtype_code(h.scalar_type());
+  const auto dt = dtype_code(h.scalar_type(), "softlabel_proj");
   const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
   Tensor Pg = at::empty_like(P);
   Tensor Tbc;
@@ -352,12 +332,12 @@ void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Ten
                                              s.data_ptr(), grad_P ? Tbc.data_ptr() : nullptr,
                                              B, C, F, Pg.data_ptr(), grad_h.data_ptr(),
                                              grad_P ? grad_P->data_ptr() : nullptr, st),
-          "backward prep");
+          "softlabel_proj", "backward prep");
   cuda_ok(softlabel_proj_bwd_params_cuda(dt, g.data_ptr(), h.data_ptr(), u_E.data_ptr(),
                                          v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
                                          s.data_ptr(), raw.data_ptr(), B, C, F, grad_E.data_ptr(),
                                          false, grad_w.data_ptr(), grad_bias.data_ptr(), st),
-          "backward params");
+          "softlabel_proj", "backward params");
   grad_h.addmm_(Pg, E);       // g w / s_w + (P g / s_E) E
   grad_E.addmm_(Pg.t(), h);   // dsE u v^T + (P g / s_E)^T h
 }
@@ -369,7 +349,7 @@ void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Te
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1), K = idx.size(1);
   const auto T = h.scalar_type();
-  const auto dt = dtype_code(T);
+  const auto dt = dtype_code(T, "softlabel_proj");
   const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
   const bool direct = acc_type(T) == T;  // float32/float64: accumulate straight into grad_E
   Tensor ws = direct ? grad_E : at::empty({C, F}, E.options().dtype(acc_type(T)));
@@ -377,14 +357,14 @@ void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Te
                                          v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
                                          s.data_ptr(), raw.data_ptr(), B, C, F, ws.data_ptr(),
                                          true, grad_w.data_ptr(), grad_bias.data_ptr(), st),
-          "backward params");
+          "softlabel_proj", "backward params");
   cuda_ok(softlabel_proj_bwd_topk_rows_cuda(dt, g.data_ptr(), h.data_ptr(), idx.data_ptr<int64_t>(),
                                             val.data_ptr(), E.data_ptr(), w.data_ptr(),
                                             s.data_ptr(), B, C, F, K, grad_h.data_ptr(),
                                             ws.data_ptr(), st),
-          "backward rows");
+          "softlabel_proj", "backward rows");
   if (!direct)
-    cuda_ok(softlabel_proj_cast_cuda(dt, ws.data_ptr(), grad_E.data_ptr(), C * F, st), "cast");
+    cuda_ok(softlabel_proj_cast_cuda(dt, ws.data_ptr(), grad_E.data_ptr(), C * F, st), "softlabel_proj", "cast");
 }
 
 #endif  // SGAN_FAST_WITH_CUDA

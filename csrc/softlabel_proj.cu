@@ -4,8 +4,7 @@
 // Accumulation type A: double for double data, float otherwise.
 #include "softlabel_proj.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "device_common.cuh"
 
 #include <algorithm>
 
@@ -14,39 +13,8 @@ namespace {
 
 constexpr int kThreads = 256;  // every kernel: a multiple of 32
 
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> struct Out;
-template <> struct Out<float> { static __device__ __forceinline__ float of(float x) { return x; } };
-template <> struct Out<double> { static __device__ __forceinline__ double of(double x) { return x; } };
-template <> struct Out<__half> { static __device__ __forceinline__ __half of(float x) { return __float2half_rn(x); } };
-template <> struct Out<__nv_bfloat16> {
-  static __device__ __forceinline__ __nv_bfloat16 of(float x) { return __float2bfloat16_rn(x); }
-};
-
 __device__ __forceinline__ int64_t clamp_index(int64_t c, int64_t C) {
   return c < 0 ? 0 : (c >= C ? C - 1 : c);
-}
-
-// Sum over the block, returned to every thread. sh: 33 slots of shared memory.
-template <typename A>
-__device__ A block_sum(A v, A* sh) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();  // earlier readers of sh are done
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  const int nwarps = (blockDim.x + 31) >> 5;
-  if (warp == 0) {
-    v = lane < nwarps ? sh[lane] : A(0);
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) sh[32] = v;
-  }
-  __syncthreads();
-  return sh[32];
 }
 
 // partial[blk] = sum over rows c of this block of u_E[c] * <E[c], v_E>.
@@ -299,15 +267,6 @@ cudaError_t cast_impl(const void* ws, void* out, int64_t n, cudaStream_t st) {
 }
 
 }  // namespace
-
-#define SGAN_DISPATCH(dt, FN, ...)                                        \
-  switch (dt) {                                                           \
-    case DType::f32: return FN<float, float>(__VA_ARGS__);                \
-    case DType::f64: return FN<double, double>(__VA_ARGS__);              \
-    case DType::f16: return FN<__half, float>(__VA_ARGS__);               \
-    case DType::bf16: return FN<__nv_bfloat16, float>(__VA_ARGS__);       \
-  }                                                                       \
-  return cudaErrorInvalidValue;
 
 cudaError_t softlabel_proj_fwd_cuda(DType dt, const void* h, const void* E, const void* w,
                                     const void* bias, const void* u_E, const void* v_E,

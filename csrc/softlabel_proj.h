@@ -7,10 +7,9 @@
 #ifdef SGAN_FAST_WITH_CUDA
 #include <cuda_runtime.h>
 
-namespace sgan_fast {
+#include "dtype.h"
 
-// dtype codes shared by the .cpp and .cu sides
-enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
+namespace sgan_fast {
 
 // Forward. Exactly one of (T_bc, P) [dense: T_bc = h @ E^T, P] or (idx, val, K) [top-k] is used.
 // partial: workspace of n_partial accumulator-typed slots.
