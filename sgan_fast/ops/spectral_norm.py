@@ -9,9 +9,13 @@ semantics, a right vector v_l [C_l]). One power-iteration step is
         v = normalize(u W)      u = normalize(W v)      s = u^T W v
     semantics="torch" (torch.nn.utils.parametrizations.spectral_norm; u and v stored):
         u = normalize(W v)      v = normalize(W^T u)    s = u^T W v
+    semantics="torch_legacy" (the older hook-based torch.nn.utils.spectral_norm):
+        BigGAN's order, with both u and v stored
 
-with normalize(x) = x / max(|x|, eps). In eval mode BigGAN still iterates but stores
-nothing, and torch neither iterates nor stores (s comes from the stored u and v). The
+with normalize(x) = x / max(|x|, eps). In eval mode BigGAN stores nothing but still runs
+one step (its layers restart every step from the stored u, so num_iters steps in eval give
+what one does), and both torch variants neither iterate nor store: s comes from the stored
+u and v. The
 normalised weight is W / s with u and v constants, so the gradient flows through s:
 
     dL/dW = G / s - (<G, W> / s^2) u v^T.
@@ -34,9 +38,12 @@ from torch import Tensor
 from .. import _ext
 from . import _dispatch
 
-SEMANTICS = ("biggan", "torch")
-# How the kernels are told what to do (the int `mode` of the custom ops).
-_MODE = {("biggan", True): 0, ("biggan", False): 0, ("torch", True): 1, ("torch", False): 2}
+SEMANTICS = ("biggan", "torch", "torch_legacy")
+# How the kernels are told what to do (the int `mode` of the custom ops): 0 iterates in
+# BigGAN's order, 1 in torch's, 2 computes s = u^T W v from the stored vectors.
+_MODE = {("biggan", True): 0, ("biggan", False): 0, ("torch", True): 1, ("torch", False): 2,
+         ("torch_legacy", True): 0, ("torch_legacy", False): 2}
+_KEEPS_V = ("torch", "torch_legacy")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -80,11 +87,11 @@ def power_iteration_ref(W: Tensor, u: Tensor, v: Optional[Tensor], *, semantics:
     Wm = W.detach().to(acc)
     u = u.detach().reshape(-1).to(acc)
     v = None if v is None else v.detach().reshape(-1).to(acc)
-    if semantics == "biggan":
-        for _ in range(num_iters):
+    if semantics == "biggan" or (semantics == "torch_legacy" and training):
+        for _ in range(num_iters if training else 1):
             v = F.normalize(u @ Wm, dim=0, eps=eps)
             u = F.normalize(Wm @ v, dim=0, eps=eps)
-    elif training:
+    elif semantics == "torch" and training:
         for _ in range(num_iters):
             u = F.normalize(Wm @ v, dim=0, eps=eps)
             v = F.normalize(Wm.t() @ u, dim=0, eps=eps)
@@ -116,7 +123,7 @@ def spectral_norm_grouped_ref(weights, us, vs=None, *, semantics="biggan", num_i
         new_v.append(v)
     if training:
         _store(us, new_u)
-        if semantics == "torch":
+        if semantics in _KEEPS_V:
             _store(vs, new_v)
     if return_scales:
         return outs, torch.stack(svals)
@@ -146,9 +153,9 @@ def _validate(weights, us, vs, semantics, num_iters, eps, transposed):
         raise ValueError("weights is empty: pass at least one weight")
     if len(us) != L:
         raise ValueError(f"got {L} weights but {len(us)} u vectors")
-    if semantics == "torch":
+    if semantics in _KEEPS_V:
         if vs is None or len(vs) != L:
-            raise ValueError(f"semantics='torch' keeps v: pass {L} v vectors, got "
+            raise ValueError(f"semantics={semantics!r} keeps v: pass {L} v vectors, got "
                              f"{'none' if vs is None else len(vs)}")
     if transposed is not None and len(transposed) != L:
         raise ValueError(f"got {L} weights but {len(transposed)} transposed flags")
@@ -327,7 +334,7 @@ def sn_power_iteration(weights: Sequence[Tensor], us: Sequence[Tensor],
                        transposed: Optional[Sequence[bool]] = None, impl: str = "auto",
                        check: bool = True) -> SNVectors:
     """Power iteration for every layer at once; returns s and the vectors (see the module
-    docstring). In training mode the new u (and, for semantics="torch", v) are written into
+    docstring). In training mode the new u (and, for the torch semantics, v) are written into
     `us` (and `vs`) in place."""
     rows, cols = _validate(weights, us, vs, semantics, num_iters, eps, transposed)
     compiling = torch.compiler.is_compiling()
@@ -348,8 +355,9 @@ def sn_power_iteration(weights: Sequence[Tensor], us: Sequence[Tensor],
             v = torch.cat([r[2] for r in res])
         else:
             u_in = _flat(us, acc)
-            v_in = _flat(vs, acc) if semantics == "torch" else u_in.new_empty(0)
-            s, u, v = _ops(chosen)[0](mats, u_in, v_in, int(num_iters), float(eps),
+            v_in = _flat(vs, acc) if semantics in _KEEPS_V else u_in.new_empty(0)
+            steps = int(num_iters) if training else 1  # see the module docstring
+            s, u, v = _ops(chosen)[0](mats, u_in, v_in, steps, float(eps),
                                       _MODE[(semantics, bool(training))])
         if check and not compiling:
             if not bool((torch.isfinite(s) & (s != 0)).all()):
@@ -358,7 +366,7 @@ def sn_power_iteration(weights: Sequence[Tensor], us: Sequence[Tensor],
                                  "its weight (all zeros?) and its u and v vectors")
         if training:
             torch._foreach_copy_([x.view(-1) for x in us], list(u.split(rows)))
-            if semantics == "torch":
+            if semantics in _KEEPS_V:
                 torch._foreach_copy_([x.view(-1) for x in vs], list(v.split(cols)))
     return SNVectors(s, u, v, tuple(rows), tuple(cols))
 
@@ -397,10 +405,10 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
         weights: L tensors of any shapes with at least 2 dims, one device and dtype (float16,
             bfloat16, float32, float64), read as matrices [shape[0], -1].
         us: L left vectors (R_l elements each, any shape, e.g. BigGAN's [1, R]).
-        vs: L right vectors (C_l elements), required for semantics="torch", unused for "biggan".
-        semantics: "biggan" or "torch" (see the module docstring).
+        vs: L right vectors (C_l elements), required for the torch semantics, unused for "biggan".
+        semantics: "biggan", "torch" or "torch_legacy" (see the module docstring).
         num_iters: power-iteration steps per call. eps: as in F.normalize.
-        training: update us (and vs) in place; for "torch", also whether to iterate at all.
+        training: update us (and vs) in place; for the torch semantics, also whether to iterate at all.
         transposed: per layer, whether the matrix is W with dims 0 and 1 swapped (ConvTranspose
             under torch's semantics).
         impl: "auto" | "ref" | "cpu" | "cuda" | "triton".
