@@ -22,6 +22,9 @@ class SoftLabelProjectionHead(nn.Module):
     power-iteration vectors and the singular-value buffers are updated, as in BigGAN.
     """
 
+    # fuse_spectral_norm leaves linear and embed alone: the fused op normalises them itself.
+    _sn_self_managed = True
+
     def __init__(self, num_features: int, num_classes: int, *, num_svs: int = 1,
                  num_itrs: int = 1, eps: float = 1e-12, impl: str = "auto",
                  check: bool = True) -> None:
