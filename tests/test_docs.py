@@ -1,0 +1,24 @@
+"""The runnable examples in docs/ run and do what they say."""
+
+import pathlib
+import re
+
+import pytest
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+
+
+def _python_blocks(path):
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def test_drop_in_example_runs(capsys):
+    blocks = _python_blocks(DOCS / "drop-in.md")
+    example = blocks[-1]
+    assert "fuse_spectral_norm" in example
+    exec(compile(example, "docs/drop-in.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert "fused: [('conv1', 'biggan'), ('conv2', 'biggan'), ('conv3', 'biggan')]" in out
+    assert "fused: [('0', 'torch_legacy'), ('2', 'torch_legacy'), ('4', 'torch_legacy')]" in out
+    loss = float(re.search(r"hinge loss: ([0-9.eE+-]+)", out).group(1))
+    assert loss == pytest.approx(loss) and 0 <= loss < 10
