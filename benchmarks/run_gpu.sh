@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (see ../shared/PLATFORM.md): build, GPU tests, benchmark.
 #   bash benchmarks/run_gpu.sh [tests|bench|all] [extra benchmark args...]
+# BENCH names the benchmark (default softlabel_proj: benchmarks/bench_$BENCH.py);
+# TESTS the test paths (default tests), TEST_K a pytest -k filter.
 # Logs and results go under $OUT (default /tmp/sgan_fast_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +25,13 @@ $PY -m sgan_fast.cli info | tee "$OUT/info.txt"
 rc=0
 if [ "$stage" = tests ] || [ "$stage" = all ]; then
     t1=$(date +%s)
-    timeout ${TEST_TIMEOUT:-360} $PY -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
+    timeout ${TEST_TIMEOUT:-360} $PY -m pytest -q -m gpu ${TESTS:-tests} ${TEST_K:+-k "$TEST_K"} \
+        -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
     rc=${PIPESTATUS[0]}
     echo "gpu tests: rc=$rc, $(( $(date +%s) - t1 )) s"
 fi
 if [ "$stage" = bench ] || [ "$stage" = all ]; then
-    $PY benchmarks/bench_softlabel_proj.py --csv "$OUT/bench.csv" --md "$OUT/table.md" "$@" \
+    $PY benchmarks/bench_${BENCH:-softlabel_proj}.py --csv "$OUT/bench.csv" --md "$OUT/table.md" "$@" \
         > "$OUT/bench.log" 2>&1
     echo "bench rc=$?"; tail -5 "$OUT/bench.log"; cat "$OUT/table.md"
 fi
