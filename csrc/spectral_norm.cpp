@@ -91,6 +91,12 @@ void power_cpu(const T* W, int64_t R, int64_t C, const A* u_in, const A* v_in, i
     for (int64_t r = 0; r < R; ++r)
       for (int64_t c = 0; c < C; ++c) vr[c] += x[r] * static_cast<A>(W[r * C + c]);
   };
+  // out = raw / max(|raw|, eps); returns |raw|^2 / max(|raw|, eps).
+  auto normalize_into = [&](const std::vector<A>& raw, A* out) {
+    const A n = norm_of(raw), d = std::max(n, eps);
+    for (size_t i = 0; i < raw.size(); ++i) out[i] = raw[i] / d;
+    return n * n / d;
+  };
   if (mode == 2) {
     row_pass(v_in);
     A d = 0;
@@ -103,22 +109,17 @@ void power_cpu(const T* W, int64_t R, int64_t C, const A* u_in, const A* v_in, i
   const A* cu = u_in;
   const A* cv = v_in;
   for (int it = 0; it < iters; ++it) {
+    // The second vector's |raw|^2 / max(|raw|, eps) is s = u^T W v.
     if (mode == 0) {
       col_pass(cu);
-      const A nv = norm_of(vr), dv = std::max(nv, eps);
-      for (int64_t c = 0; c < C; ++c) v_out[c] = vr[c] / dv;
+      normalize_into(vr, v_out);
       row_pass(v_out);
-      const A nu = norm_of(ur), du = std::max(nu, eps);
-      for (int64_t r = 0; r < R; ++r) u_out[r] = ur[r] / du;
-      *s = nu * nu / du;
+      *s = normalize_into(ur, u_out);
     } else {
       row_pass(cv);
-      const A nu = norm_of(ur), du = std::max(nu, eps);
-      for (int64_t r = 0; r < R; ++r) u_out[r] = ur[r] / du;
+      normalize_into(ur, u_out);
       col_pass(u_out);
-      const A nv = norm_of(vr), dv = std::max(nv, eps);
-      for (int64_t c = 0; c < C; ++c) v_out[c] = vr[c] / dv;
-      *s = nv * nv / dv;
+      *s = normalize_into(vr, v_out);
     }
     cu = u_out;
     cv = v_out;

@@ -38,16 +38,21 @@ BLOCK_E = 1024   # inner tile of the elementwise kernels
 
 
 @triton.jit
+def _layer(meta, layer):
+    """(rows, cols, u offset, v offset, offset in the concatenated weights) of a layer."""
+    base = meta + 5 * layer
+    return (tl.load(base), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3),
+            tl.load(base + 4))
+
+
+@triton.jit
 def _col_pass(ptrs, meta, tiles, x, y, eps, NORMALIZE_X: tl.constexpr, W_DTYPE: tl.constexpr,
               BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """y[c] = sum_r x[r] W[r, c] (divided by max(|x|, eps) when NORMALIZE_X)."""
     t = tl.program_id(0)
     layer = tl.load(tiles + 2 * t)
     c0 = tl.load(tiles + 2 * t + 1).to(tl.int64)
-    R = tl.load(meta + 5 * layer)
-    C = tl.load(meta + 5 * layer + 1)
-    u_off = tl.load(meta + 5 * layer + 2)
-    v_off = tl.load(meta + 5 * layer + 3)
+    R, C, u_off, v_off, _ = _layer(meta, layer)
     W = tl.load(ptrs + layer).to(tl.pointer_type(W_DTYPE))
     cols = c0 + tl.arange(0, BLOCK_C)
     cmask = cols < C
@@ -73,10 +78,7 @@ def _row_pass(ptrs, meta, tiles, x, y, eps, NORMALIZE_X: tl.constexpr, W_DTYPE: 
     t = tl.program_id(0)
     layer = tl.load(tiles + 2 * t)
     r0 = tl.load(tiles + 2 * t + 1).to(tl.int64)
-    C = tl.load(meta + 5 * layer + 1)
-    R = tl.load(meta + 5 * layer)
-    u_off = tl.load(meta + 5 * layer + 2)
-    v_off = tl.load(meta + 5 * layer + 3)
+    R, C, u_off, v_off, _ = _layer(meta, layer)
     W = tl.load(ptrs + layer).to(tl.pointer_type(W_DTYPE))
     rows = r0 + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -130,10 +132,7 @@ def _finish(meta, u_raw, v_raw, u_in, u_out, v_out, s, eps, MODE: tl.constexpr,
     s = |u_raw|^2 / max(|u_raw|, eps) (= u^T W v). MODE 1 (torch, training): the same with
     s from v_raw = W^T u. MODE 2 (torch, eval): s = u^T (W v) = <u_in, u_raw>; vectors kept."""
     layer = tl.program_id(0)
-    R = tl.load(meta + 5 * layer)
-    C = tl.load(meta + 5 * layer + 1)
-    u_off = tl.load(meta + 5 * layer + 2)
-    v_off = tl.load(meta + 5 * layer + 3)
+    R, C, u_off, v_off, _ = _layer(meta, layer)
     if MODE == 2:
         tl.store(s + layer, _dot(u_in, u_raw, u_off, R, BLOCK))
     else:
@@ -155,8 +154,8 @@ def _normalize_fwd(ptrs, meta, chunks, s, out, W_DTYPE: tl.constexpr, CHUNK: tl.
     t = tl.program_id(0)
     layer = tl.load(chunks + 2 * t)
     e0 = tl.load(chunks + 2 * t + 1).to(tl.int64)
-    n = tl.load(meta + 5 * layer) * tl.load(meta + 5 * layer + 1)
-    w_off = tl.load(meta + 5 * layer + 4)
+    R, C, _, _, w_off = _layer(meta, layer)
+    n = R * C
     W = tl.load(ptrs + layer).to(tl.pointer_type(W_DTYPE))
     sl = tl.load(s + layer)
     for i in range(0, CHUNK, BLOCK_E):
@@ -172,8 +171,8 @@ def _normalize_bwd_dot(ptrs, meta, chunks, grad, partial, W_DTYPE: tl.constexpr,
     t = tl.program_id(0)
     layer = tl.load(chunks + 2 * t)
     e0 = tl.load(chunks + 2 * t + 1).to(tl.int64)
-    n = tl.load(meta + 5 * layer) * tl.load(meta + 5 * layer + 1)
-    w_off = tl.load(meta + 5 * layer + 4)
+    R, C, _, _, w_off = _layer(meta, layer)
+    n = R * C
     W = tl.load(ptrs + layer).to(tl.pointer_type(W_DTYPE))
     acc = tl.zeros([BLOCK_E], dtype=tl.float32)
     for i in range(0, CHUNK, BLOCK_E):
@@ -190,11 +189,8 @@ def _normalize_bwd(ptrs, meta, chunks, chunk_begin, grad, partial, u, v, s, out,
     t = tl.program_id(0)
     layer = tl.load(chunks + 2 * t)
     e0 = tl.load(chunks + 2 * t + 1).to(tl.int64)
-    C = tl.load(meta + 5 * layer + 1)
-    n = tl.load(meta + 5 * layer) * C
-    u_off = tl.load(meta + 5 * layer + 2)
-    v_off = tl.load(meta + 5 * layer + 3)
-    w_off = tl.load(meta + 5 * layer + 4)
+    R, C, u_off, v_off, w_off = _layer(meta, layer)
+    n = R * C
     p0 = tl.load(chunk_begin + layer)
     p1 = tl.load(chunk_begin + layer + 1)
     dot = tl.zeros([BLOCK_E], dtype=tl.float32)

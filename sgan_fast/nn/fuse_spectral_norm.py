@@ -114,39 +114,11 @@ class FusedSpectralNorm:
 def _install(layer: _Layer, fused: FusedSpectralNorm) -> Callable[[], None]:
     """Makes the layer take its weight from the grouped update; returns the undo."""
     m = layer.module
-    if layer.semantics == "biggan":
-        own = m.__dict__.get("W_")
-        original = m.W_
-
-        def W_():
-            w = fused.fused_weight(m)
-            return original() if w is None else w
-
-        m.W_ = W_
-
-        def undo():
-            if own is None:
-                del m.W_
-            else:
-                m.W_ = own
-        return undo
-    if layer.semantics == "torch":
-        sn = m.parametrizations.weight[0]
-        own = sn.__dict__.get("forward")
-        original = sn.forward
-
-        def forward(weight):
-            w = fused.fused_weight(m)
-            return original(weight) if w is None else w
-
-        sn.forward = forward
-
-        def undo():
-            if own is None:
-                del sn.forward
-            else:
-                sn.forward = own
-        return undo
+    if layer.semantics == "biggan":  # BigGAN's layers call self.W_()
+        return _override_method(m, "W_", lambda original: lambda: _pick(fused, m, original))
+    if layer.semantics == "torch":  # the parametrization's forward(original weight)
+        return _override_method(m.parametrizations.weight[0], "forward",
+                                lambda original: lambda weight: _pick(fused, m, original, weight))
     # torch_legacy: swap the pre-forward hook that recomputes module.weight
     key, hook = _legacy_hook(m)
 
@@ -161,6 +133,25 @@ def _install(layer: _Layer, fused: FusedSpectralNorm) -> Callable[[], None]:
 
     def undo():
         m._forward_pre_hooks[key] = hook
+    return undo
+
+
+def _pick(fused: FusedSpectralNorm, m: nn.Module, original, *args):
+    """The grouped update's weight for m inside the model's forward, else the layer's own."""
+    w = fused.fused_weight(m)
+    return original(*args) if w is None else w
+
+
+def _override_method(obj, name: str, make) -> Callable[[], None]:
+    """Sets obj.<name> = make(bound original) on the instance; returns the undo."""
+    own = obj.__dict__.get(name)
+    setattr(obj, name, make(getattr(obj, name)))
+
+    def undo():
+        if own is None:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, own)
     return undo
 
 

@@ -185,11 +185,16 @@ def test_training_updates_vectors_and_eval_does_not():
 
 
 def test_scales_approach_the_top_singular_value():
-    W = torch.randn(12, 7, dtype=torch.float64)
-    u = torch.randn(1, 12, dtype=torch.float64)
+    # a known spectrum with a gap (3 vs 1.5): each step shrinks the error by (1.5/3)^2
+    g = torch.Generator().manual_seed(0)
+    q1, _ = torch.linalg.qr(torch.randn(12, 7, generator=g, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(7, 7, generator=g, dtype=torch.float64))
+    sigma = torch.tensor([3.0, 1.5, 1.2, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64)
+    W = q1 @ torch.diag(sigma) @ q2.t()
+    u = torch.randn(1, 12, generator=g, dtype=torch.float64)
     for _ in range(30):
         _, s = spectral_norm_grouped([W], [u], impl="cpu", return_scales=True)
-    assert s.item() == pytest.approx(torch.linalg.matrix_norm(W, 2).item(), rel=1e-9)
+    assert s.item() == pytest.approx(3.0, rel=1e-12)
 
 
 def test_biggan_eval_runs_one_step_whatever_num_iters():
