@@ -8,6 +8,7 @@ cannot run raises, saying why.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 
@@ -124,3 +125,8 @@ def _resolve(op: str, impl: str, device: torch.device, dtype: torch.dtype) -> st
     if why is not None:
         raise RuntimeError(f"{op}: impl={impl!r} is unavailable here: {why}")
     return impl
+
+
+def on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: a context making it t's device."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()

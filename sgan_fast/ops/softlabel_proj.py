@@ -72,7 +72,6 @@ def softlabel_proj_ref(h, labels, E, w, bias, u_E, v_E, u_w, v_w, *, return_scal
 # The public op: validation, dispatch, custom ops and autograd.
 # ---------------------------------------------------------------------------
 
-import contextlib  # noqa: E402
 from typing import Optional, Sequence, Union  # noqa: E402
 
 from torch import Tensor  # noqa: E402
@@ -237,22 +236,17 @@ def _triton_kernels():
     return mod
 
 
-def _on_device(t: Tensor):
-    """Triton launches on the current device: make it the tensors' device."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 @torch.library.custom_op("sgan_fast::softlabel_proj_fwd_dense_triton", mutates_args=())
 def _fwd_dense_triton(h: Tensor, P: Tensor, E: Tensor, w: Tensor, bias: Tensor, u_E: Tensor,
                       v_E: Tensor, u_w: Tensor, v_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    with _on_device(h):
+    with _dispatch.on_device(h):
         return tuple(_triton_kernels().fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w))
 
 
 @torch.library.custom_op("sgan_fast::softlabel_proj_fwd_topk_triton", mutates_args=())
 def _fwd_topk_triton(h: Tensor, idx: Tensor, val: Tensor, E: Tensor, w: Tensor, bias: Tensor,
                      u_E: Tensor, v_E: Tensor, u_w: Tensor, v_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    with _on_device(h):
+    with _dispatch.on_device(h):
         return tuple(_triton_kernels().fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w))
 
 
@@ -260,7 +254,7 @@ def _fwd_topk_triton(h: Tensor, idx: Tensor, val: Tensor, E: Tensor, w: Tensor, 
 def _bwd_dense_triton(g: Tensor, h: Tensor, P: Tensor, E: Tensor, w: Tensor, u_E: Tensor,
                       v_E: Tensor, u_w: Tensor, v_w: Tensor, s: Tensor, raw: Tensor,
                       need_grad_P: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    with _on_device(h):
+    with _dispatch.on_device(h):
         return tuple(_triton_kernels().bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw,
                                                  need_grad_P))
 
@@ -269,7 +263,7 @@ def _bwd_dense_triton(g: Tensor, h: Tensor, P: Tensor, E: Tensor, w: Tensor, u_E
 def _bwd_topk_triton(g: Tensor, h: Tensor, idx: Tensor, val: Tensor, E: Tensor, w: Tensor,
                      u_E: Tensor, v_E: Tensor, u_w: Tensor, v_w: Tensor, s: Tensor,
                      raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    with _on_device(h):
+    with _dispatch.on_device(h):
         return tuple(_triton_kernels().bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw))
 
 

@@ -242,26 +242,21 @@ def _normalize_bwd_fake(grad, weights, u, v, s):
 @torch.library.custom_op("sgan_fast::spectral_norm_power_iteration_triton", mutates_args=())
 def _power_triton(weights: list[Tensor], u: Tensor, v: Tensor, num_iters: int, eps: float,
                   mode: int) -> tuple[Tensor, Tensor, Tensor]:
-    with _on_device(u):
+    with _dispatch.on_device(u):
         return tuple(_triton_kernels().power_iteration(weights, u, v, num_iters, eps, mode))
 
 
 @torch.library.custom_op("sgan_fast::spectral_norm_normalize_fwd_triton", mutates_args=())
 def _normalize_fwd_triton(weights: list[Tensor], u: Tensor, v: Tensor, s: Tensor) -> Tensor:
-    with _on_device(u):
+    with _dispatch.on_device(u):
         return _triton_kernels().normalize_fwd(weights, s)
 
 
 @torch.library.custom_op("sgan_fast::spectral_norm_normalize_bwd_triton", mutates_args=())
 def _normalize_bwd_triton(grad: Tensor, weights: list[Tensor], u: Tensor, v: Tensor,
                           s: Tensor) -> Tensor:
-    with _on_device(u):
+    with _dispatch.on_device(u):
         return _triton_kernels().normalize_bwd(grad, weights, u, v, s)
-
-
-def _on_device(t: Tensor):
-    import contextlib
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _register_normalize_autograd(fwd_name: str, bwd) -> None:
