@@ -214,7 +214,8 @@ _dispatch.register(_dispatch.OpSpec(
     name="spectral_norm",
     triton_module="spectral_norm",
     triton_dtypes=(torch.float16, torch.bfloat16, torch.float32),
-    # Fastest first, from benchmarks/bench_spectral_norm.py (benchmarks/RESULTS.md).
+    # Fastest first, from benchmarks/bench_spectral_norm.py (benchmarks/RESULTS.md): on an
+    # H100 cuda won every case eager (less host work per call), triton most in graph time.
     auto_order={"cuda": ("cuda", "triton"), "cpu": ("cpu",)},
 ))
 
