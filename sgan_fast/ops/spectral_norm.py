@@ -194,6 +194,14 @@ def _validate(weights, us, vs, semantics, num_iters, eps, transposed):
     return rows, cols
 
 
+def _check_scales(s: Tensor) -> None:
+    bad = ~(torch.isfinite(s) & (s != 0))
+    if bool(bad.any()):
+        l = int(bad.nonzero()[0])
+        raise ValueError(f"the spectral norm of layer {l} came out {s[l].item()}: check its "
+                         "weight (all zeros?) and its u and v vectors")
+
+
 def _check_finite(weights, us, vs) -> None:
     """One device sync for the whole group; names the first bad tensor."""
     tensors = [("weight", l, W) for l, W in enumerate(weights)]
@@ -356,10 +364,7 @@ def sn_power_iteration(weights: Sequence[Tensor], us: Sequence[Tensor],
             s, u, v = _ops(chosen)[0](mats, u_in, v_in, steps, float(eps),
                                       _MODE[(semantics, bool(training))])
         if check and not compiling:
-            if not bool((torch.isfinite(s) & (s != 0)).all()):
-                l = int((~(torch.isfinite(s) & (s != 0))).nonzero()[0])
-                raise ValueError(f"the spectral norm of layer {l} came out {s[l].item()}: check "
-                                 "its weight (all zeros?) and its u and v vectors")
+            _check_scales(s)
         if training:
             torch._foreach_copy_([x.view(-1) for x in us], list(u.split(rows)))
             if semantics in _KEEPS_V:
@@ -413,11 +418,15 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
     """
     _validate(weights, us, vs, semantics, num_iters, eps, transposed)
     if _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype) == "ref":
-        if check and not torch.compiler.is_compiling():
+        checking = check and not torch.compiler.is_compiling()
+        if checking:
             _check_finite(weights, us, vs)
-        return spectral_norm_grouped_ref(weights, us, vs, semantics=semantics,
-                                         num_iters=num_iters, eps=eps, training=training,
-                                         transposed=transposed, return_scales=return_scales)
+        outs, s = spectral_norm_grouped_ref(weights, us, vs, semantics=semantics,
+                                            num_iters=num_iters, eps=eps, training=training,
+                                            transposed=transposed, return_scales=True)
+        if checking:
+            _check_scales(s)
+        return (outs, s) if return_scales else outs
     vec = sn_power_iteration(weights, us, vs, semantics=semantics, num_iters=num_iters, eps=eps,
                              training=training, transposed=transposed, impl=impl, check=check)
     outs = sn_normalize(weights, vec, transposed=transposed, impl=impl)
