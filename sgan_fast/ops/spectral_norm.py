@@ -341,6 +341,12 @@ def sn_power_iteration(weights: Sequence[Tensor], us: Sequence[Tensor],
     docstring). In training mode the new u (and, for the torch semantics, v) are written into
     `us` (and `vs`) in place."""
     rows, cols = _validate(weights, us, vs, semantics, num_iters, eps, transposed)
+    return _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, training,
+                            transposed, impl, check)
+
+
+def _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, training,
+                     transposed, impl, check) -> SNVectors:
     compiling = torch.compiler.is_compiling()
     if check and not compiling:
         _check_finite(weights, us, vs)
@@ -416,7 +422,7 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
         check: data-dependent checks (finite inputs, finite non-zero s); one sync each.
         return_scales: also return s [L] (detached, float32; float64 for float64 weights).
     """
-    _validate(weights, us, vs, semantics, num_iters, eps, transposed)
+    rows, cols = _validate(weights, us, vs, semantics, num_iters, eps, transposed)
     if _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype) == "ref":
         checking = check and not torch.compiler.is_compiling()
         if checking:
@@ -427,8 +433,8 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
         if checking:
             _check_scales(s)
         return (outs, s) if return_scales else outs
-    vec = sn_power_iteration(weights, us, vs, semantics=semantics, num_iters=num_iters, eps=eps,
-                             training=training, transposed=transposed, impl=impl, check=check)
+    vec = _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, training,
+                           transposed, impl, check)
     outs = sn_normalize(weights, vec, transposed=transposed, impl=impl)
     if return_scales:
         return outs, vec.s
