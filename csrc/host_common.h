@@ -2,6 +2,8 @@
 #pragma once
 #include <torch/extension.h>
 
+#include <stdexcept>
+
 #include "dtype.h"
 
 #ifdef SGAN_FAST_WITH_CUDA
@@ -24,6 +26,15 @@ inline DType dtype_code(at::ScalarType t, const char* op) {
   }
   return DType::f32;
 }
+
+#ifndef SGAN_FAST_WITH_CUDA
+// A CUDA tensor reached an op of an extension built without CUDA kernels: unreachable
+// through the dispatcher (no CUDA kernels are registered then), a guard all the same.
+[[noreturn]] inline void require_cuda_build(const char* op) {
+  TORCH_CHECK(false, op, ": sgan_fast._C was built without CUDA kernels");
+  throw std::logic_error("unreachable");
+}
+#endif
 
 #ifdef SGAN_FAST_WITH_CUDA
 inline void cuda_ok(cudaError_t err, const char* op, const char* where) {

@@ -369,13 +369,6 @@ void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Te
 
 #endif  // SGAN_FAST_WITH_CUDA
 
-#ifndef SGAN_FAST_WITH_CUDA
-// Unreachable through the dispatcher (no CUDA kernels registered); a guard all the same.
-void require_cuda_build() {
-  TORCH_CHECK(false, "softlabel_proj: sgan_fast._C was built without CUDA kernels");
-}
-#endif
-
 // ---------------------------------------------------------------------------------------
 // The ops, registered for CPU and CUDA tensors alike: check, allocate, then run the
 // kernels of the tensors' device.
@@ -391,7 +384,7 @@ std::tuple<Tensor, Tensor, Tensor> run_fwd(const Tensor& h, const Tensor* P, con
 #ifdef SGAN_FAST_WITH_CUDA
     fwd_cuda(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
 #else
-    require_cuda_build();
+    require_cuda_build("softlabel_proj");
 #endif
   } else {
     fwd_cpu(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
@@ -432,7 +425,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense(
     bwd_dense_cuda(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E, grad_w,
                    grad_bias);
 #else
-    require_cuda_build();
+    require_cuda_build("softlabel_proj");
 #endif
   } else {
     bwd_cpu(g, h, &P, nullptr, nullptr, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E,
@@ -454,7 +447,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk(
     bwd_topk_cuda(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, grad_E, grad_w,
                   grad_bias);
 #else
-    require_cuda_build();
+    require_cuda_build("softlabel_proj");
 #endif
   } else {
     bwd_cpu(g, h, nullptr, &idx, &val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, nullptr, grad_E,

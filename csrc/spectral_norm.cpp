@@ -248,7 +248,7 @@ std::tuple<Tensor, Tensor, Tensor> power_iteration(TensorList ws, const Tensor& 
   });
   return {s, u_out, v_out};
 #else
-  TORCH_CHECK(false, "spectral_norm: sgan_fast._C was built without CUDA");
+  require_cuda_build(kOp);
 #endif
 }
 
@@ -271,7 +271,7 @@ Tensor normalize_fwd(TensorList ws, const Tensor& u, const Tensor& v, const Tens
   });
   return out;
 #else
-  TORCH_CHECK(false, "spectral_norm: sgan_fast._C was built without CUDA");
+  require_cuda_build(kOp);
 #endif
 }
 
@@ -301,7 +301,7 @@ Tensor normalize_bwd(const Tensor& grad, TensorList ws, const Tensor& u, const T
   });
   return out;
 #else
-  TORCH_CHECK(false, "spectral_norm: sgan_fast._C was built without CUDA");
+  require_cuda_build(kOp);
 #endif
 }
 
