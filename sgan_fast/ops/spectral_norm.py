@@ -341,12 +341,12 @@ def sn_power_iteration(weights: Sequence[Tensor], us: Sequence[Tensor],
     docstring). In training mode the new u (and, for the torch semantics, v) are written into
     `us` (and `vs`) in place."""
     rows, cols = _validate(weights, us, vs, semantics, num_iters, eps, transposed)
-    return _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, training,
-                            transposed, impl, check)
+    return _power_iteration(weights, _matrices(weights, transposed), us, vs, rows, cols,
+                            semantics, num_iters, eps, training, impl, check)
 
 
-def _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, training,
-                     transposed, impl, check) -> SNVectors:
+def _power_iteration(weights, mats, us, vs, rows, cols, semantics, num_iters, eps, training,
+                     impl, check) -> SNVectors:
     compiling = torch.compiler.is_compiling()
     if check and not compiling:
         _check_finite(weights, us, vs)
@@ -354,7 +354,7 @@ def _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, tra
     acc = acc_dtype(dtype)
     chosen = _dispatch.resolve("spectral_norm", impl, dev, dtype)
     with torch.no_grad():
-        mats = [m.detach() for m in _matrices(weights, transposed)]
+        mats = [m.detach() for m in mats]
         if chosen == "ref":
             res = [power_iteration_ref(m.reshape(m.shape[0], -1), us[l],
                                        None if vs is None else vs[l], semantics=semantics,
@@ -390,7 +390,10 @@ def sn_normalize(weights: Sequence[Tensor], vec: SNVectors, *,
     if chosen == "ref":
         return [normalize_ref(W, u, v, bool(transposed[l]) if transposed else False)
                 for l, (W, u, v) in enumerate(zip(weights, vec.u_list(), vec.v_list()))]
-    mats = _matrices(weights, transposed)
+    return _normalize(_matrices(weights, transposed), vec, transposed, chosen)
+
+
+def _normalize(mats, vec: SNVectors, transposed, chosen: str) -> list[Tensor]:
     flat = _ops(chosen)[1](mats, vec.u, vec.v, vec.s)
     outs = []
     for l, (piece, M) in enumerate(zip(flat.split([M.numel() for M in mats]), mats)):
@@ -433,9 +436,13 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
         if checking:
             _check_scales(s)
         return (outs, s) if return_scales else outs
-    vec = _power_iteration(weights, us, vs, rows, cols, semantics, num_iters, eps, training,
-                           transposed, impl, check)
-    outs = sn_normalize(weights, vec, transposed=transposed, impl=impl)
+    # One contiguous matrix per layer, shared by both steps: a ConvTranspose or channels_last
+    # weight is copied once per call.
+    mats = _matrices(weights, transposed)
+    vec = _power_iteration(weights, mats, us, vs, rows, cols, semantics, num_iters, eps, training,
+                           impl, check)
+    chosen = _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype)
+    outs = _normalize(mats, vec, transposed, chosen)
     if return_scales:
         return outs, vec.s
     return outs
