@@ -26,17 +26,19 @@ es * (2 B F + 2 C F + F + B) + label bytes. forward+backward is the sum.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (append_csv, copy_bandwidth, count_kernels, time_cpu,  # noqa: E402
+                     time_gpu, time_graph, warm_up_gpu)
 
 from sgan_fast.ops import softlabel_proj, softlabel_proj_ref, why_unavailable  # noqa: E402
 
@@ -100,96 +102,6 @@ def make_fn(provider, case, mode, form):
         def fn():
             op(*params).backward(g)
     return fn, params
-
-
-def time_gpu(fn, params):
-    import triton.testing
-
-    fn()
-    torch.cuda.synchronize()
-    q = triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=params, quantiles=[0.5, 0.2, 0.8])
-    n = 50
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        for p in params:  # as optimizer.zero_grad(set_to_none=True) leaves them
-            p.grad = None
-        fn()
-    torch.cuda.synchronize()
-    wall = (time.perf_counter() - t0) / n
-    return [x * 1e3 for x in q], wall * 1e6
-
-
-def time_graph(fn, params):
-    """Median, p20, p80 of CUDA-graph replays of one call: the GPU time of its kernels with
-    the host's launch overhead removed (the eager numbers include it)."""
-    import triton.testing
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            for p in params:
-                p.grad = None
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    for p in params:
-        p.grad = None
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    q = triton.testing.do_bench(graph.replay, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
-    return [x * 1e3 for x in q]
-
-
-def warm_up_gpu(seconds=2.0):
-    """Clocks idle low between runs: a couple of seconds of matrix products first."""
-    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(20):
-            a @ a
-        torch.cuda.synchronize()
-
-
-def time_cpu(fn, params, reps=20):
-    fn()
-    ts = []
-    for _ in range(reps):
-        for p in params:
-            p.grad = None
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e6)
-    ts.sort()
-    q = [statistics.median(ts), ts[int(0.2 * (len(ts) - 1))], ts[int(0.8 * (len(ts) - 1))]]
-    return q, q[0]
-
-
-def count_kernels(fn, params):
-    """GPU kernels (and copies) of one call, gradients starting at None."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    for p in params:
-        p.grad = None
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-
-
-def copy_bandwidth():
-    """Device-to-device copy GB/s, counting bytes read plus bytes written."""
-    import triton.testing
-
-    x = torch.randn(256 * 2**20, device="cuda")  # 1 GiB
-    y = torch.empty_like(x)
-    ms = triton.testing.do_bench(lambda: y.copy_(x), warmup=25, rep=200, return_mode="median")
-    return 2 * x.numel() * x.element_size() / (ms * 1e-3) / 1e9
 
 
 def main(argv=None):
@@ -275,13 +187,7 @@ def main(argv=None):
                               f"median {r['median_us']:>9.1f} us  wall {r['wall_us']:>9.1f} us  "
                               f"graph {r['graph_median_us']} us  "
                               f"kernels {kernels}  {r['gb_s']:.0f} GB/s", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-    new = not os.path.exists(args.csv)
-    with open(args.csv, "a", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["provider"])
-        if new:
-            wr.writeheader()
-        wr.writerows(rows)
+    append_csv(args.csv, rows)
     table = markdown(rows, providers)
     print(table)
     if args.md:
