@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "host_common.h"
+#include "label_source.h"
 #include "softlabel_proj.h"
 
 #ifdef SGAN_FAST_WITH_CUDA
@@ -44,22 +45,51 @@ void check_inputs(const Tensor& h, const Tensor& E, const Tensor& w, const Tenso
   }
 }
 
-void check_dense(const Tensor& h, const Tensor& P, const Tensor& E) {
-  TORCH_CHECK(P.dim() == 2 && P.size(0) == h.size(0) && P.size(1) == E.size(0),
-              "softlabel_proj: P must be [B, C]");
+// The label table: dense P [R, C] (R = B in mode 0; empty when a bank target has no table
+// term) or top-k idx/val [R, K] (int64 indices; a bank's may be int32, K = 0 allowed).
+void check_dense(const Tensor& h, const Tensor& P, const Tensor& E, int64_t mode) {
+  TORCH_CHECK(P.dim() == 2 && P.size(1) == E.size(0) &&
+                  (mode == 0 ? P.size(0) == h.size(0) : true),
+              "softlabel_proj: P must be [B, C] (a bank table [R, C])");
   TORCH_CHECK(P.scalar_type() == h.scalar_type() && P.is_contiguous() && P.device() == h.device(),
               "softlabel_proj: P must be contiguous, with h's dtype and device");
 }
 
-void check_topk(const Tensor& h, const Tensor& idx, const Tensor& val) {
-  TORCH_CHECK(idx.dim() == 2 && idx.size(0) == h.size(0) && idx.size(1) >= 1 &&
-                  val.sizes() == idx.sizes(),
-              "softlabel_proj: top-k indices and values must be [B, K]");
-  TORCH_CHECK(idx.scalar_type() == at::kLong && idx.is_contiguous() && idx.device() == h.device(),
+void check_topk(const Tensor& h, const Tensor& idx, const Tensor& val, int64_t mode) {
+  TORCH_CHECK(idx.dim() == 2 && val.sizes() == idx.sizes() &&
+                  (mode == 0 ? idx.size(0) == h.size(0) && idx.size(1) >= 1 : true),
+              "softlabel_proj: top-k indices and values must be [B, K] (a bank table [R, K])");
+  TORCH_CHECK((idx.scalar_type() == at::kLong || (mode != 0 && idx.scalar_type() == at::kInt)) &&
+                  idx.is_contiguous() && idx.device() == h.device(),
               "softlabel_proj: top-k indices must be contiguous int64 on h's device");
   TORCH_CHECK(val.scalar_type() == h.scalar_type() && val.is_contiguous() &&
                   val.device() == h.device(),
               "softlabel_proj: top-k values must be contiguous, with h's dtype and device");
+}
+
+// sel [B] and cls [N] of a bank source (modes 1 and 2); returns the source for the kernels.
+LabelSource make_source(const Tensor& h, const Tensor& table, bool idx32, const Tensor& sel,
+                        const Tensor& cls, int64_t mode, double alpha, double beta,
+                        double gamma) {
+  LabelSource src;
+  TORCH_CHECK(mode >= 0 && mode <= 2, "softlabel_proj: label source mode must be 0, 1 or 2");
+  src.mode = static_cast<int>(mode);
+  if (mode == 0) return src;
+  TORCH_CHECK(sel.dim() == 1 && sel.size(0) == h.size(0) && sel.scalar_type() == at::kLong &&
+                  sel.is_contiguous() && sel.device() == h.device(),
+              "softlabel_proj: bank indices must be [B] contiguous int64 on h's device");
+  TORCH_CHECK(cls.dim() == 1 && cls.size(0) >= 1 && cls.scalar_type() == at::kLong &&
+                  cls.is_contiguous() && cls.device() == h.device(),
+              "softlabel_proj: bank classes must be [N] contiguous int64 on h's device");
+  src.sel = sel.data_ptr<int64_t>();
+  src.cls = cls.data_ptr<int64_t>();
+  src.n_sel = cls.size(0);
+  src.n_rows = std::max<int64_t>(table.size(0), 1);
+  src.idx32 = idx32;
+  src.alpha = table.numel() > 0 ? alpha : 0.0;
+  src.beta = beta;
+  src.gamma = gamma;
+  return src;
 }
 
 // What the backward reads besides the forward's inputs: grad_out [B] and the forward's
@@ -75,7 +105,6 @@ void check_backward(const Tensor& g, const Tensor& h, const Tensor& s, const Ten
               "softlabel_proj: s [2] and raw [2, B] must come from the forward op");
 }
 
-inline int64_t clamp_index(int64_t c, int64_t C) { return c < 0 ? 0 : (c >= C ? C - 1 : c); }
 
 // Rounds a and b to T separately and adds them in T: the reference's two casts to the
 // accumulation dtype make autograd round each gradient part before summing.
@@ -95,11 +124,43 @@ inline A dot(const T* x, const T* y, int64_t n) {
 // CPU kernels
 // ---------------------------------------------------------------------------------------
 
+// The labels of the kernels: a dense table P (may be null: no table term) or a top-k
+// table (idx, val, K), read through a LabelSource.
 template <typename T>
-void fwd_cpu_kernel(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
-                    const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
-                    const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out,
-                    Tensor& s, Tensor& raw) {
+struct Labels {
+  bool dense;
+  const T* P;
+  const void* idx;
+  const T* val;
+  int64_t K;
+  LabelSource src;
+
+  // q[b, c] of a dense source; r = src.row(b), y = src.label(b, C).
+  template <typename A>
+  A q(int64_t r, int64_t y, int64_t c, int64_t C) const {
+    if (src.mode == 0) return static_cast<A>(P[r * C + c]);
+    A v = P ? static_cast<A>(src.alpha) * static_cast<A>(P[r * C + c]) : A(0);
+    if (c == y) v += static_cast<A>(src.beta);
+    return v + static_cast<A>(src.gamma) / static_cast<A>(C);
+  }
+
+  // fn(class, weight) for every entry of row b of a top-k source.
+  template <typename A, typename Fn>
+  void for_entries(int64_t b, int64_t C, Fn&& fn) const {
+    const int64_t r = src.row(b);
+    const A alpha = static_cast<A>(src.alpha);
+    for (int64_t k = 0; k < K; ++k) {
+      const A v = static_cast<A>(val[r * K + k]);
+      fn(topk_index(idx, src.idx32, r, K, k, C), src.mode == 0 ? v : alpha * v);
+    }
+    if (src.has_label_entry()) fn(src.label(b, C), static_cast<A>(src.beta));
+  }
+};
+
+template <typename T>
+void fwd_cpu_kernel(const Tensor& h, const Labels<T>& lab, const Tensor& E, const Tensor& w,
+                    const Tensor& bias, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+                    const Tensor& v_w, Tensor& out, Tensor& s, Tensor& raw) {
   using A = at::opmath_type<T>;
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   const T *hp = h.data_ptr<T>(), *Ep = E.data_ptr<T>(), *wp = w.data_ptr<T>();
@@ -122,23 +183,19 @@ void fwd_cpu_kernel(const Tensor& h, const Tensor* P, const Tensor* idx, const T
   const A b0 = static_cast<A>(bias.data_ptr<T>()[0]);
   T* op = out.data_ptr<T>();
   A* rp = raw.data_ptr<A>();
-  const int64_t K = idx ? idx->size(1) : 0;
   at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
       const T* hb = hp + b * F;
       const A L = dot<T, A>(hb, wp, F);
       A S = 0;
-      if (P) {
-        const T* pb = P->data_ptr<T>() + b * C;
+      if (lab.dense) {
+        const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
         for (int64_t c = 0; c < C; ++c) {
-          const A p = static_cast<A>(pb[c]);
+          const A p = lab.template q<A>(r, y, c, C);
           if (p != A(0)) S += p * dot<T, A>(Ep + c * F, hb, F);
         }
       } else {
-        const int64_t* ib = idx->data_ptr<int64_t>() + b * K;
-        const T* vb = val->data_ptr<T>() + b * K;
-        for (int64_t k = 0; k < K; ++k)
-          S += static_cast<A>(vb[k]) * dot<T, A>(Ep + clamp_index(ib[k], C) * F, hb, F);
+        lab.template for_entries<A>(b, C, [&](int64_t c, A v) { S += v * dot<T, A>(Ep + c * F, hb, F); });
       }
       op[b] = static_cast<T>(L / sw + b0 + S / sE);
       rp[b] = L;
@@ -176,23 +233,18 @@ void params_cpu(const T* gp, const T* hp, const A* raw, const A* s, A uw, const 
 }
 
 template <typename T>
-void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Tensor* P, const Tensor* idx,
-                    const Tensor* val, const Tensor& E, const Tensor& w, const Tensor& u_E,
-                    const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
-                    const Tensor& raw, Tensor& grad_h, Tensor* grad_P, Tensor& grad_E,
-                    Tensor& grad_w, Tensor& grad_bias) {
+void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Labels<T>& lab, const Tensor& E,
+                    const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+                    const Tensor& v_w, const Tensor& s, const Tensor& raw, Tensor& grad_h,
+                    Tensor* grad_P, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
   using A = at::opmath_type<T>;
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
-  const int64_t K = idx ? idx->size(1) : 0;
   const T *gp = g.data_ptr<T>(), *hp = h.data_ptr<T>(), *Ep = E.data_ptr<T>(),
           *wp = w.data_ptr<T>();
   const A *sp = s.data_ptr<A>(), *uE = u_E.data_ptr<A>(), *vE = v_E.data_ptr<A>();
   A dsE, dsw;
   params_cpu<T, A>(gp, hp, raw.data_ptr<A>(), sp, u_w.data_ptr<A>()[0], v_w.data_ptr<A>(), B, F,
                    grad_w.data_ptr<T>(), grad_bias.data_ptr<T>(), dsE, dsw);
-  const T* Pp = P ? P->data_ptr<T>() : nullptr;
-  const int64_t* ip = idx ? idx->data_ptr<int64_t>() : nullptr;
-  const T* vp = val ? val->data_ptr<T>() : nullptr;
   T* ghp = grad_h.data_ptr<T>();
   T* gPp = grad_P ? grad_P->data_ptr<T>() : nullptr;
   // grad_h (and grad_P), one row of the batch at a time.
@@ -201,33 +253,38 @@ void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Tensor* P, const Ten
     for (int64_t b = lo; b < hi; ++b) {
       std::fill(acc.begin(), acc.end(), A(0));
       const A gE = static_cast<A>(gp[b]) / sp[0], gw = static_cast<A>(gp[b]) / sp[1];
-      auto add_row = [&](A p, int64_t c) {
+      auto add_row = [&](int64_t c, A p) {
         const T* er = Ep + c * F;
         for (int64_t f = 0; f < F; ++f) acc[f] += p * static_cast<A>(er[f]);
       };
-      if (Pp) {
+      if (lab.dense) {
+        const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
         for (int64_t c = 0; c < C; ++c) {
-          const A p = static_cast<A>(Pp[b * C + c]);
-          if (p != A(0)) add_row(p, c);
+          const A p = lab.template q<A>(r, y, c, C);
+          if (p != A(0)) add_row(c, p);
           if (gPp) gPp[b * C + c] = static_cast<T>(gE * dot<T, A>(Ep + c * F, hp + b * F, F));
         }
       } else {
-        for (int64_t k = 0; k < K; ++k)
-          add_row(static_cast<A>(vp[b * K + k]), clamp_index(ip[b * K + k], C));
+        lab.template for_entries<A>(b, C, add_row);
       }
       for (int64_t f = 0; f < F; ++f)
         ghp[b * F + f] = add_rounded<T, A>(gw * static_cast<A>(wp[f]), gE * acc[f]);
     }
   });
   T* gEp = grad_E.data_ptr<T>();
-  if (Pp) {
-    // grad_E rows in parallel: sum over the batch of P[b, c] g_b / s_E h_b.
+  if (lab.dense) {
+    // grad_E rows in parallel: sum over the batch of q[b, c] g_b / s_E h_b.
+    std::vector<int64_t> rows(B), ys(B);
+    for (int64_t b = 0; b < B; ++b) {
+      rows[b] = lab.src.row(b);
+      ys[b] = lab.src.label(b, C);
+    }
     at::parallel_for(0, C, 1, [&](int64_t lo, int64_t hi) {
       std::vector<A> acc(F);
       for (int64_t c = lo; c < hi; ++c) {
         std::fill(acc.begin(), acc.end(), A(0));
         for (int64_t b = 0; b < B; ++b) {
-          const A coef = static_cast<A>(Pp[b * C + c]) * (static_cast<A>(gp[b]) / sp[0]);
+          const A coef = lab.template q<A>(rows[b], ys[b], c, C) * (static_cast<A>(gp[b]) / sp[0]);
           if (coef == A(0)) continue;
           const T* hb = hp + b * F;
           for (int64_t f = 0; f < F; ++f) acc[f] += coef * static_cast<A>(hb[f]);
@@ -244,11 +301,11 @@ void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Tensor* P, const Ten
       for (int64_t b = 0; b < B; ++b) {
         const A gE = static_cast<A>(gp[b]) / sp[0];
         const T* hb = hp + b * F;
-        for (int64_t k = 0; k < K; ++k) {
-          A* row = ws.data() + clamp_index(ip[b * K + k], C) * F;
-          const A coef = static_cast<A>(vp[b * K + k]) * gE;
+        lab.template for_entries<A>(b, C, [&](int64_t c, A v) {
+          A* row = ws.data() + c * F;
+          const A coef = v * gE;
           for (int64_t f = f0; f < f1; ++f) row[f] += coef * static_cast<A>(hb[f]);
-        }
+        });
       }
     });
     at::parallel_for(0, C, 16, [&](int64_t lo, int64_t hi) {
@@ -272,24 +329,42 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> alloc_bwd(const Tensor& h, const Tens
   return {at::empty_like(h), at::empty_like(E), at::empty_like(w), at::empty({1}, w.options())};
 }
 
-// CPU bodies: outputs come allocated; P (dense) or idx/val (top-k) is null.
-void fwd_cpu(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
-             const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
-             const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out, Tensor& s,
-             Tensor& raw) {
+// The tensors of the labels: P (dense, may be empty) or idx and val (top-k), and the source.
+struct LabelTensors {
+  bool dense;
+  const Tensor* P;
+  const Tensor* idx;
+  const Tensor* val;
+  LabelSource src;
+
+  int64_t K() const { return dense ? 0 : idx->size(1); }
+  const void* P_ptr() const { return dense && P->numel() > 0 ? P->data_ptr() : nullptr; }
+  const void* idx_ptr() const { return !dense && idx->numel() > 0 ? idx->data_ptr() : nullptr; }
+  const void* val_ptr() const { return !dense && val->numel() > 0 ? val->data_ptr() : nullptr; }
+
+  template <typename T>
+  Labels<T> view() const {
+    return Labels<T>{dense, static_cast<const T*>(P_ptr()), idx_ptr(),
+                     static_cast<const T*>(val_ptr()), K(), src};
+  }
+};
+
+// CPU bodies: outputs come allocated.
+void fwd_cpu(const Tensor& h, const LabelTensors& lab, const Tensor& E, const Tensor& w,
+             const Tensor& bias, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+             const Tensor& v_w, Tensor& out, Tensor& s, Tensor& raw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_fwd", [&] {
-    fwd_cpu_kernel<scalar_t>(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+    fwd_cpu_kernel<scalar_t>(h, lab.view<scalar_t>(), E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
   });
 }
 
-void bwd_cpu(const Tensor& g, const Tensor& h, const Tensor* P, const Tensor* idx,
-             const Tensor* val, const Tensor& E, const Tensor& w, const Tensor& u_E,
-             const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
-             const Tensor& raw, Tensor& grad_h, Tensor* grad_P, Tensor& grad_E, Tensor& grad_w,
-             Tensor& grad_bias) {
+void bwd_cpu(const Tensor& g, const Tensor& h, const LabelTensors& lab, const Tensor& E,
+             const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+             const Tensor& v_w, const Tensor& s, const Tensor& raw, Tensor& grad_h,
+             Tensor* grad_P, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "softlabel_proj_bwd", [&] {
-    bwd_cpu_kernel<scalar_t>(g, h, P, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, grad_P,
-                             grad_E, grad_w, grad_bias);
+    bwd_cpu_kernel<scalar_t>(g, h, lab.view<scalar_t>(), E, w, u_E, v_E, u_w, v_w, s, raw, grad_h,
+                             grad_P, grad_E, grad_w, grad_bias);
   });
 }
 
@@ -298,26 +373,25 @@ void bwd_cpu(const Tensor& g, const Tensor& h, const Tensor* P, const Tensor* id
 // ---------------------------------------------------------------------------------------
 #ifdef SGAN_FAST_WITH_CUDA
 
-void fwd_cuda(const Tensor& h, const Tensor* P, const Tensor* idx, const Tensor* val,
-              const Tensor& E, const Tensor& w, const Tensor& bias, const Tensor& u_E,
-              const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, Tensor& out, Tensor& s,
-              Tensor& raw) {
+void fwd_cuda(const Tensor& h, const LabelTensors& lab, const Tensor& E, const Tensor& w,
+              const Tensor& bias, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+              const Tensor& v_w, Tensor& out, Tensor& s, Tensor& raw) {
   c10::cuda::CUDAGuard guard(h.device());
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   Tensor Tbc;
-  if (P) Tbc = at::mm(h, E.t());  // [B, C], cuBLAS with float32 accumulation
+  if (lab.dense) Tbc = at::mm(h, E.t());  // [B, C], cuBLAS with float32 accumulation
   const int n_partial = static_cast<int>(std::min<int64_t>(C, 264));
   Tensor partial = at::empty({n_partial}, s.options());
   cuda_ok(softlabel_proj_fwd_cuda(
               dtype_code(h.scalar_type(), "softlabel_proj"), h.data_ptr(), E.data_ptr(), w.data_ptr(),
               bias.data_ptr(), u_E.data_ptr(), v_E.data_ptr(), u_w.data_ptr(), v_w.data_ptr(),
-              P ? Tbc.data_ptr() : nullptr, P ? P->data_ptr() : nullptr,
-              idx ? idx->data_ptr<int64_t>() : nullptr, val ? val->data_ptr() : nullptr, B, C, F,
-              idx ? idx->size(1) : 0, partial.data_ptr(), n_partial, out.data_ptr(), s.data_ptr(),
-              raw.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()), "softlabel_proj", "forward");
+              lab.dense ? Tbc.data_ptr() : nullptr, lab.dense, lab.P_ptr(), lab.idx_ptr(),
+              lab.val_ptr(), lab.src, B, C, F, lab.K(), partial.data_ptr(), n_partial,
+              out.data_ptr(), s.data_ptr(), raw.data_ptr(),
+              c10::cuda::getCurrentCUDAStream().stream()), "softlabel_proj", "forward");
 }
 
-void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E,
+void bwd_dense_cuda(const Tensor& g, const Tensor& h, const LabelTensors& lab, const Tensor& E,
                     const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
                     const Tensor& v_w, const Tensor& s, const Tensor& raw, Tensor& grad_h,
                     Tensor* grad_P, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
@@ -325,10 +399,10 @@ void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Ten
   const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   const auto dt = dtype_code(h.scalar_type(), "softlabel_proj");
   const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
-  Tensor Pg = at::empty_like(P);
+  Tensor Pg = at::empty({B, C}, h.options());  // q g / s_E, the operand of both GEMMs
   Tensor Tbc;
   if (grad_P) Tbc = at::mm(h, E.t());
-  cuda_ok(softlabel_proj_bwd_dense_prep_cuda(dt, g.data_ptr(), P.data_ptr(), w.data_ptr(),
+  cuda_ok(softlabel_proj_bwd_dense_prep_cuda(dt, g.data_ptr(), lab.P_ptr(), lab.src, w.data_ptr(),
                                              s.data_ptr(), grad_P ? Tbc.data_ptr() : nullptr,
                                              B, C, F, Pg.data_ptr(), grad_h.data_ptr(),
                                              grad_P ? grad_P->data_ptr() : nullptr, st),
@@ -338,16 +412,16 @@ void bwd_dense_cuda(const Tensor& g, const Tensor& h, const Tensor& P, const Ten
                                          s.data_ptr(), raw.data_ptr(), B, C, F, grad_E.data_ptr(),
                                          false, grad_w.data_ptr(), grad_bias.data_ptr(), st),
           "softlabel_proj", "backward params");
-  grad_h.addmm_(Pg, E);       // g w / s_w + (P g / s_E) E
-  grad_E.addmm_(Pg.t(), h);   // dsE u v^T + (P g / s_E)^T h
+  grad_h.addmm_(Pg, E);       // g w / s_w + (q g / s_E) E
+  grad_E.addmm_(Pg.t(), h);   // dsE u v^T + (q g / s_E)^T h
 }
 
-void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val,
-                   const Tensor& E, const Tensor& w, const Tensor& u_E, const Tensor& v_E,
-                   const Tensor& u_w, const Tensor& v_w, const Tensor& s, const Tensor& raw,
-                   Tensor& grad_h, Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
+void bwd_topk_cuda(const Tensor& g, const Tensor& h, const LabelTensors& lab, const Tensor& E,
+                   const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
+                   const Tensor& v_w, const Tensor& s, const Tensor& raw, Tensor& grad_h,
+                   Tensor& grad_E, Tensor& grad_w, Tensor& grad_bias) {
   c10::cuda::CUDAGuard guard(h.device());
-  const int64_t B = h.size(0), C = E.size(0), F = E.size(1), K = idx.size(1);
+  const int64_t B = h.size(0), C = E.size(0), F = E.size(1);
   const auto T = h.scalar_type();
   const auto dt = dtype_code(T, "softlabel_proj");
   const cudaStream_t st = c10::cuda::getCurrentCUDAStream().stream();
@@ -358,9 +432,9 @@ void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Te
                                          s.data_ptr(), raw.data_ptr(), B, C, F, ws.data_ptr(),
                                          true, grad_w.data_ptr(), grad_bias.data_ptr(), st),
           "softlabel_proj", "backward params");
-  cuda_ok(softlabel_proj_bwd_topk_rows_cuda(dt, g.data_ptr(), h.data_ptr(), idx.data_ptr<int64_t>(),
-                                            val.data_ptr(), E.data_ptr(), w.data_ptr(),
-                                            s.data_ptr(), B, C, F, K, grad_h.data_ptr(),
+  cuda_ok(softlabel_proj_bwd_topk_rows_cuda(dt, g.data_ptr(), h.data_ptr(), lab.idx_ptr(),
+                                            lab.val_ptr(), lab.src, E.data_ptr(), w.data_ptr(),
+                                            s.data_ptr(), B, C, F, lab.K(), grad_h.data_ptr(),
                                             ws.data_ptr(), st),
           "softlabel_proj", "backward rows");
   if (!direct)
@@ -371,23 +445,38 @@ void bwd_topk_cuda(const Tensor& g, const Tensor& h, const Tensor& idx, const Te
 
 // ---------------------------------------------------------------------------------------
 // The ops, registered for CPU and CUDA tensors alike: check, allocate, then run the
-// kernels of the tensors' device.
+// kernels of the tensors' device. The trailing (sel, cls, mode, alpha, beta, gamma) say
+// where the labels come from (label_source.h); mode 0 is the plain op.
 // ---------------------------------------------------------------------------------------
 
-std::tuple<Tensor, Tensor, Tensor> run_fwd(const Tensor& h, const Tensor* P, const Tensor* idx,
-                                           const Tensor* val, const Tensor& E, const Tensor& w,
-                                           const Tensor& bias, const Tensor& u_E,
-                                           const Tensor& v_E, const Tensor& u_w,
-                                           const Tensor& v_w) {
+LabelTensors dense_labels(const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& sel,
+                          const Tensor& cls, int64_t mode, double alpha, double beta,
+                          double gamma) {
+  check_dense(h, P, E, mode);
+  TORCH_CHECK(mode != 0 || P.numel() > 0, "softlabel_proj: P is empty");
+  return {true, &P, nullptr, nullptr, make_source(h, P, false, sel, cls, mode, alpha, beta, gamma)};
+}
+
+LabelTensors topk_labels(const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& sel,
+                         const Tensor& cls, int64_t mode, double alpha, double beta) {
+  check_topk(h, idx, val, mode);
+  return {false, nullptr, &idx, &val,
+          make_source(h, idx, idx.scalar_type() == at::kInt, sel, cls, mode, alpha, beta, 0.0)};
+}
+
+std::tuple<Tensor, Tensor, Tensor> run_fwd(const Tensor& h, const LabelTensors& lab,
+                                           const Tensor& E, const Tensor& w, const Tensor& bias,
+                                           const Tensor& u_E, const Tensor& v_E,
+                                           const Tensor& u_w, const Tensor& v_w) {
   auto [out, s, raw] = alloc_fwd(h);
   if (h.is_cuda()) {
 #ifdef SGAN_FAST_WITH_CUDA
-    fwd_cuda(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+    fwd_cuda(h, lab, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
 #else
     require_cuda_build("softlabel_proj");
 #endif
   } else {
-    fwd_cpu(h, P, idx, val, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
+    fwd_cpu(h, lab, E, w, bias, u_E, v_E, u_w, v_w, out, s, raw);
   }
   return {out, s, raw};
 }
@@ -395,41 +484,46 @@ std::tuple<Tensor, Tensor, Tensor> run_fwd(const Tensor& h, const Tensor* P, con
 std::tuple<Tensor, Tensor, Tensor> fwd_dense(const Tensor& h, const Tensor& P, const Tensor& E,
                                              const Tensor& w, const Tensor& bias,
                                              const Tensor& u_E, const Tensor& v_E,
-                                             const Tensor& u_w, const Tensor& v_w) {
+                                             const Tensor& u_w, const Tensor& v_w,
+                                             const Tensor& sel, const Tensor& cls, int64_t mode,
+                                             double alpha, double beta, double gamma) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_dense(h, P, E);
-  return run_fwd(h, &P, nullptr, nullptr, E, w, bias, u_E, v_E, u_w, v_w);
+  return run_fwd(h, dense_labels(h, P, E, sel, cls, mode, alpha, beta, gamma), E, w, bias, u_E,
+                 v_E, u_w, v_w);
 }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_topk(const Tensor& h, const Tensor& idx, const Tensor& val,
                                             const Tensor& E, const Tensor& w, const Tensor& bias,
                                             const Tensor& u_E, const Tensor& v_E,
-                                            const Tensor& u_w, const Tensor& v_w) {
+                                            const Tensor& u_w, const Tensor& v_w,
+                                            const Tensor& sel, const Tensor& cls, int64_t mode,
+                                            double alpha, double beta) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_topk(h, idx, val);
-  return run_fwd(h, nullptr, &idx, &val, E, w, bias, u_E, v_E, u_w, v_w);
+  return run_fwd(h, topk_labels(h, idx, val, sel, cls, mode, alpha, beta), E, w, bias, u_E, v_E,
+                 u_w, v_w);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense(
     const Tensor& g, const Tensor& h, const Tensor& P, const Tensor& E, const Tensor& w,
     const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w, const Tensor& s,
-    const Tensor& raw, bool need_grad_P) {
+    const Tensor& raw, bool need_grad_P, const Tensor& sel, const Tensor& cls, int64_t mode,
+    double alpha, double beta, double gamma) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_dense(h, P, E);
+  const LabelTensors lab = dense_labels(h, P, E, sel, cls, mode, alpha, beta, gamma);
+  TORCH_CHECK(!need_grad_P || mode == 0, "softlabel_proj: bank labels get no gradient");
   check_backward(g, h, s, raw);
   auto [grad_h, grad_E, grad_w, grad_bias] = alloc_bwd(h, E, w);
   Tensor grad_P = need_grad_P ? at::empty_like(P) : at::empty({0}, P.options());
   Tensor* gP = need_grad_P ? &grad_P : nullptr;
   if (h.is_cuda()) {
 #ifdef SGAN_FAST_WITH_CUDA
-    bwd_dense_cuda(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E, grad_w,
+    bwd_dense_cuda(g, h, lab, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E, grad_w,
                    grad_bias);
 #else
     require_cuda_build("softlabel_proj");
 #endif
   } else {
-    bwd_cpu(g, h, &P, nullptr, nullptr, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E,
-            grad_w, grad_bias);
+    bwd_cpu(g, h, lab, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, gP, grad_E, grad_w, grad_bias);
   }
   return {grad_h, grad_P, grad_E, grad_w, grad_bias};
 }
@@ -437,21 +531,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bwd_dense(
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk(
     const Tensor& g, const Tensor& h, const Tensor& idx, const Tensor& val, const Tensor& E,
     const Tensor& w, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
-    const Tensor& s, const Tensor& raw) {
+    const Tensor& s, const Tensor& raw, const Tensor& sel, const Tensor& cls, int64_t mode,
+    double alpha, double beta) {
   check_inputs(h, E, w, u_E, v_E, u_w, v_w);
-  check_topk(h, idx, val);
+  const LabelTensors lab = topk_labels(h, idx, val, sel, cls, mode, alpha, beta);
   check_backward(g, h, s, raw);
   auto [grad_h, grad_E, grad_w, grad_bias] = alloc_bwd(h, E, w);
   if (h.is_cuda()) {
 #ifdef SGAN_FAST_WITH_CUDA
-    bwd_topk_cuda(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, grad_E, grad_w,
+    bwd_topk_cuda(g, h, lab, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, grad_E, grad_w,
                   grad_bias);
 #else
     require_cuda_build("softlabel_proj");
 #endif
   } else {
-    bwd_cpu(g, h, nullptr, &idx, &val, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, nullptr, grad_E,
-            grad_w, grad_bias);
+    bwd_cpu(g, h, lab, E, w, u_E, v_E, u_w, v_w, s, raw, grad_h, nullptr, grad_E, grad_w,
+            grad_bias);
   }
   return {grad_h, grad_E, grad_w, grad_bias};
 }
@@ -461,14 +556,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_topk(
 
 TORCH_LIBRARY(sgan_fast, m) {
   m.def("softlabel_proj_fwd_dense(Tensor h, Tensor P, Tensor E, Tensor w, Tensor bias, "
-        "Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w) -> (Tensor, Tensor, Tensor)");
+        "Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w, Tensor sel, Tensor cls, int mode, "
+        "float alpha, float beta, float gamma) -> (Tensor, Tensor, Tensor)");
   m.def("softlabel_proj_fwd_topk(Tensor h, Tensor idx, Tensor val, Tensor E, Tensor w, "
-        "Tensor bias, Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w) -> (Tensor, Tensor, Tensor)");
+        "Tensor bias, Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w, Tensor sel, Tensor cls, "
+        "int mode, float alpha, float beta) -> (Tensor, Tensor, Tensor)");
   m.def("softlabel_proj_bwd_dense(Tensor g, Tensor h, Tensor P, Tensor E, Tensor w, Tensor u_E, "
-        "Tensor v_E, Tensor u_w, Tensor v_w, Tensor s, Tensor raw, bool need_grad_P) -> "
+        "Tensor v_E, Tensor u_w, Tensor v_w, Tensor s, Tensor raw, bool need_grad_P, Tensor sel, "
+        "Tensor cls, int mode, float alpha, float beta, float gamma) -> "
         "(Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("softlabel_proj_bwd_topk(Tensor g, Tensor h, Tensor idx, Tensor val, Tensor E, Tensor w, "
-        "Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w, Tensor s, Tensor raw) -> "
+        "Tensor u_E, Tensor v_E, Tensor u_w, Tensor v_w, Tensor s, Tensor raw, Tensor sel, "
+        "Tensor cls, int mode, float alpha, float beta) -> "
         "(Tensor, Tensor, Tensor, Tensor)");
 }
 

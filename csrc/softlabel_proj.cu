@@ -13,8 +13,29 @@ namespace {
 
 constexpr int kThreads = 256;  // every kernel: a multiple of 32
 
-__device__ __forceinline__ int64_t clamp_index(int64_t c, int64_t C) {
-  return c < 0 ? 0 : (c >= C ? C - 1 : c);
+// q[b, c] of a dense source (label_source.h); r = src.row(b), y = src.label(b, C).
+template <typename T, typename A>
+__device__ __forceinline__ A dense_q(const T* P, const LabelSource& src, int64_t r, int64_t y,
+                                     int64_t c, int64_t C) {
+  if (src.mode == 0) return to_acc(P[r * C + c]);
+  A v = P != nullptr ? static_cast<A>(src.alpha) * to_acc(P[r * C + c]) : A(0);
+  if (c == y) v += static_cast<A>(src.beta);
+  return v + static_cast<A>(src.gamma) / static_cast<A>(C);
+}
+
+// Entry k of row b of a top-k source: k < K from the table, k == K the label entry.
+template <typename T, typename A>
+__device__ __forceinline__ void topk_entry(const void* idx, const T* val, const LabelSource& src,
+                                           int64_t b, int64_t r, int64_t k, int64_t K, int64_t C,
+                                           int64_t& c, A& v) {
+  if (k == K) {
+    c = src.label(b, C);
+    v = static_cast<A>(src.beta);
+    return;
+  }
+  c = topk_index(idx, src.idx32, r, K, k, C);
+  v = to_acc(val[r * K + k]);
+  if (src.mode != 0) v *= static_cast<A>(src.alpha);
 }
 
 // partial[blk] = sum over rows c of this block of u_E[c] * <E[c], v_E>.
@@ -39,9 +60,9 @@ template <typename T, typename A>
 __global__ void fwd_rows_kernel(const T* __restrict__ h, const T* __restrict__ E,
                                 const T* __restrict__ w, const T* __restrict__ bias,
                                 const A* __restrict__ uw, const A* __restrict__ vw,
-                                const T* __restrict__ Tbc, const T* __restrict__ P,
-                                const int64_t* __restrict__ idx, const T* __restrict__ val,
-                                int64_t B, int64_t C, int64_t F, int64_t K,
+                                const T* __restrict__ Tbc, bool dense, const T* __restrict__ P,
+                                const void* __restrict__ idx, const T* __restrict__ val,
+                                const LabelSource src, int64_t B, int64_t C, int64_t F, int64_t K,
                                 const A* __restrict__ partial, int n_partial, T* __restrict__ out,
                                 A* __restrict__ s, A* __restrict__ raw) {
   __shared__ A sh[33];
@@ -54,13 +75,16 @@ __global__ void fwd_rows_kernel(const T* __restrict__ h, const T* __restrict__ E
     sw += wf * vw[f];
     L += to_acc(hb[f]) * wf;
   }
-  if (P != nullptr) {
+  const int64_t r = src.row(b), y = src.label(b, C);
+  if (dense) {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-      S += to_acc(P[b * C + c]) * to_acc(Tbc[b * C + c]);
+      S += dense_q<T, A>(P, src, r, y, c, C) * to_acc(Tbc[b * C + c]);
   } else {
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t c = clamp_index(idx[b * K + k], C);
-      const A vk = to_acc(val[b * K + k]);
+    const int64_t n = K + (src.has_label_entry() ? 1 : 0);
+    for (int64_t k = 0; k < n; ++k) {
+      int64_t c;
+      A vk;
+      topk_entry<T, A>(idx, val, src, b, r, k, K, C, c, vk);
       const T* er = E + c * F;
       A d = 0;
       for (int64_t f = threadIdx.x; f < F; f += blockDim.x) d += to_acc(er[f]) * to_acc(hb[f]);
@@ -144,17 +168,18 @@ __global__ void bwd_params_kernel(const T* __restrict__ g, const T* __restrict__
   }
 }
 
-// Dense prep, one block per row: Pg = P g / s_E, grad_h = g w / s_w, grad_P = g Tbc / s_E.
+// Dense prep, one block per row: Pg = q g / s_E, grad_h = g w / s_w, grad_P = g Tbc / s_E.
 template <typename T, typename A>
 __global__ void bwd_dense_prep_kernel(const T* __restrict__ g, const T* __restrict__ P,
-                                      const T* __restrict__ w, const A* __restrict__ s,
+                                      const LabelSource src, const T* __restrict__ w, const A* __restrict__ s,
                                       const T* __restrict__ Tbc, int64_t C, int64_t F,
                                       T* __restrict__ Pg, T* __restrict__ grad_h,
                                       T* __restrict__ grad_P) {
   const int64_t b = blockIdx.x;
   const A gE = to_acc(g[b]) / s[0], gw = to_acc(g[b]) / s[1];
+  const int64_t r = src.row(b), y = src.label(b, C);
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    Pg[b * C + c] = Out<T>::of(to_acc(P[b * C + c]) * gE);
+    Pg[b * C + c] = Out<T>::of(dense_q<T, A>(P, src, r, y, c, C) * gE);
     if (Tbc != nullptr) grad_P[b * C + c] = Out<T>::of(gE * to_acc(Tbc[b * C + c]));
   }
   for (int64_t f = threadIdx.x; f < F; f += blockDim.x) grad_h[b * F + f] = Out<T>::of(gw * to_acc(w[f]));
@@ -163,18 +188,21 @@ __global__ void bwd_dense_prep_kernel(const T* __restrict__ g, const T* __restri
 // Top-k backward, one block per row: grad_h, and the label part of grad_E by atomics.
 template <typename T, typename A>
 __global__ void bwd_topk_rows_kernel(const T* __restrict__ g, const T* __restrict__ h,
-                                     const int64_t* __restrict__ idx, const T* __restrict__ val,
-                                     const T* __restrict__ E, const T* __restrict__ w,
+                                     const void* __restrict__ idx, const T* __restrict__ val,
+                                     const LabelSource src, const T* __restrict__ E, const T* __restrict__ w,
                                      const A* __restrict__ s, int64_t C, int64_t F, int64_t K,
                                      T* __restrict__ grad_h, A* __restrict__ ws) {
   const int64_t b = blockIdx.x;
   const A gE = to_acc(g[b]) / s[0], gw = to_acc(g[b]) / s[1];
+  const int64_t r = src.row(b);
+  const int64_t n = K + (src.has_label_entry() ? 1 : 0);
   for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
     const A hf = to_acc(h[b * F + f]);
     A e = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t c = clamp_index(idx[b * K + k], C);
-      const A vk = to_acc(val[b * K + k]);
+    for (int64_t k = 0; k < n; ++k) {
+      int64_t c;
+      A vk;
+      topk_entry<T, A>(idx, val, src, b, r, k, K, C, c, vk);
       e += vk * to_acc(E[c * F + f]);
       atomicAdd(ws + c * F + f, gE * vk * hf);
     }
@@ -197,8 +225,9 @@ int grid_for(int64_t n, int cap = 4096) {
 template <typename T, typename A>
 cudaError_t fwd_impl(const void* h, const void* E, const void* w, const void* bias,
                      const void* uE, const void* vE, const void* uw, const void* vw,
-                     const void* Tbc, const void* P, const int64_t* idx, const void* val,
-                     int64_t B, int64_t C, int64_t F, int64_t K, void* partial, int n_partial,
+                     const void* Tbc, bool dense, const void* P, const void* idx,
+                     const void* val, const LabelSource& src, int64_t B, int64_t C, int64_t F,
+                     int64_t K, void* partial, int n_partial,
                      void* out, void* s, void* raw, cudaStream_t st) {
   sn_partial_kernel<T, A><<<n_partial, kThreads, 0, st>>>(
       static_cast<const T*>(E), static_cast<const A*>(uE), static_cast<const A*>(vE), C, F,
@@ -208,8 +237,8 @@ cudaError_t fwd_impl(const void* h, const void* E, const void* w, const void* bi
   fwd_rows_kernel<T, A><<<static_cast<unsigned>(B), kThreads, 0, st>>>(
       static_cast<const T*>(h), static_cast<const T*>(E), static_cast<const T*>(w),
       static_cast<const T*>(bias), static_cast<const A*>(uw), static_cast<const A*>(vw),
-      static_cast<const T*>(Tbc), static_cast<const T*>(P), idx, static_cast<const T*>(val), B, C,
-      F, K, static_cast<const A*>(partial), n_partial, static_cast<T*>(out), static_cast<A*>(s),
+      static_cast<const T*>(Tbc), dense, static_cast<const T*>(P), idx,
+      static_cast<const T*>(val), src, B, C, F, K, static_cast<const A*>(partial), n_partial, static_cast<T*>(out), static_cast<A*>(s),
       static_cast<A*>(raw));
   return cudaGetLastError();
 }
@@ -239,22 +268,22 @@ cudaError_t params_impl(const void* g, const void* h, const void* uE, const void
 }
 
 template <typename T, typename A>
-cudaError_t prep_impl(const void* g, const void* P, const void* w, const void* s, const void* Tbc,
+cudaError_t prep_impl(const void* g, const void* P, const LabelSource& src, const void* w, const void* s, const void* Tbc,
                       int64_t B, int64_t C, int64_t F, void* Pg, void* grad_h, void* grad_P,
                       cudaStream_t st) {
   bwd_dense_prep_kernel<T, A><<<static_cast<unsigned>(B), kThreads, 0, st>>>(
-      static_cast<const T*>(g), static_cast<const T*>(P), static_cast<const T*>(w),
+      static_cast<const T*>(g), static_cast<const T*>(P), src, static_cast<const T*>(w),
       static_cast<const A*>(s), static_cast<const T*>(Tbc), C, F, static_cast<T*>(Pg),
       static_cast<T*>(grad_h), static_cast<T*>(grad_P));
   return cudaGetLastError();
 }
 
 template <typename T, typename A>
-cudaError_t topk_rows_impl(const void* g, const void* h, const int64_t* idx, const void* val,
-                           const void* E, const void* w, const void* s, int64_t B, int64_t C,
+cudaError_t topk_rows_impl(const void* g, const void* h, const void* idx, const void* val,
+                           const LabelSource& src, const void* E, const void* w, const void* s, int64_t B, int64_t C,
                            int64_t F, int64_t K, void* grad_h, void* ws, cudaStream_t st) {
   bwd_topk_rows_kernel<T, A><<<static_cast<unsigned>(B), kThreads, 0, st>>>(
-      static_cast<const T*>(g), static_cast<const T*>(h), idx, static_cast<const T*>(val),
+      static_cast<const T*>(g), static_cast<const T*>(h), idx, static_cast<const T*>(val), src,
       static_cast<const T*>(E), static_cast<const T*>(w), static_cast<const A*>(s), C, F, K,
       static_cast<T*>(grad_h), static_cast<A*>(ws));
   return cudaGetLastError();
@@ -271,11 +300,12 @@ cudaError_t cast_impl(const void* ws, void* out, int64_t n, cudaStream_t st) {
 cudaError_t softlabel_proj_fwd_cuda(DType dt, const void* h, const void* E, const void* w,
                                     const void* bias, const void* u_E, const void* v_E,
                                     const void* u_w, const void* v_w, const void* T_bc,
-                                    const void* P, const int64_t* idx, const void* val,
-                                    int64_t B, int64_t C, int64_t F, int64_t K, void* partial,
-                                    int n_partial, void* out, void* s, void* raw,
-                                    cudaStream_t stream) {
-  SGAN_DISPATCH(dt, fwd_impl, h, E, w, bias, u_E, v_E, u_w, v_w, T_bc, P, idx, val, B, C, F, K,
+                                    bool dense, const void* P, const void* idx, const void* val,
+                                    const LabelSource& src, int64_t B, int64_t C, int64_t F,
+                                    int64_t K, void* partial, int n_partial, void* out, void* s,
+                                    void* raw, cudaStream_t stream) {
+  SGAN_DISPATCH(dt, fwd_impl, h, E, w, bias, u_E, v_E, u_w, v_w, T_bc, dense, P, idx, val, src,
+                B, C, F, K,
                 partial, n_partial, out, s, raw, stream)
 }
 
@@ -290,18 +320,20 @@ cudaError_t softlabel_proj_bwd_params_cuda(DType dt, const void* g, const void* 
 }
 
 cudaError_t softlabel_proj_bwd_dense_prep_cuda(DType dt, const void* g, const void* P,
-                                               const void* w, const void* s, const void* T_bc,
-                                               int64_t B, int64_t C, int64_t F, void* Pg,
-                                               void* grad_h, void* grad_P, cudaStream_t stream) {
-  SGAN_DISPATCH(dt, prep_impl, g, P, w, s, T_bc, B, C, F, Pg, grad_h, grad_P, stream)
+                                               const LabelSource& src, const void* w,
+                                               const void* s, const void* T_bc, int64_t B,
+                                               int64_t C, int64_t F, void* Pg, void* grad_h,
+                                               void* grad_P, cudaStream_t stream) {
+  SGAN_DISPATCH(dt, prep_impl, g, P, src, w, s, T_bc, B, C, F, Pg, grad_h, grad_P, stream)
 }
 
 cudaError_t softlabel_proj_bwd_topk_rows_cuda(DType dt, const void* g, const void* h,
-                                              const int64_t* idx, const void* val, const void* E,
+                                              const void* idx, const void* val,
+                                              const LabelSource& src, const void* E,
                                               const void* w, const void* s, int64_t B, int64_t C,
                                               int64_t F, int64_t K, void* grad_h, void* ws,
                                               cudaStream_t stream) {
-  SGAN_DISPATCH(dt, topk_rows_impl, g, h, idx, val, E, w, s, B, C, F, K, grad_h, ws, stream)
+  SGAN_DISPATCH(dt, topk_rows_impl, g, h, idx, val, src, E, w, s, B, C, F, K, grad_h, ws, stream)
 }
 
 cudaError_t softlabel_proj_cast_cuda(DType dt, const void* ws, void* out, int64_t n,

@@ -8,16 +8,19 @@
 #include <cuda_runtime.h>
 
 #include "dtype.h"
+#include "label_source.h"
 
 namespace sgan_fast {
 
-// Forward. Exactly one of (T_bc, P) [dense: T_bc = h @ E^T, P] or (idx, val, K) [top-k] is used.
+// Forward. dense: T_bc = h @ E^T and the table P (null: no table term); else the top-k
+// table (idx, val, K; null when K = 0). src says which row each batch element reads.
 // partial: workspace of n_partial accumulator-typed slots.
 cudaError_t softlabel_proj_fwd_cuda(DType dt, const void* h, const void* E, const void* w,
                                     const void* bias, const void* u_E, const void* v_E,
                                     const void* u_w, const void* v_w, const void* T_bc,
-                                    const void* P, const int64_t* idx, const void* val,
-                                    int64_t B, int64_t C, int64_t F, int64_t K,
+                                    bool dense, const void* P, const void* idx, const void* val,
+                                    const LabelSource& src, int64_t B, int64_t C, int64_t F,
+                                    int64_t K,
                                     void* partial, int n_partial, void* out, void* s, void* raw,
                                     cudaStream_t stream);
 
@@ -30,16 +33,17 @@ cudaError_t softlabel_proj_bwd_params_cuda(DType dt, const void* g, const void* 
                                            bool gE_init_acc, void* grad_w, void* grad_bias,
                                            cudaStream_t stream);
 
-// Backward, dense prep: Pg = P g / s_E [B, C], grad_h = g w / s_w [B, F], and when T_bc is
-// given grad_P = g T_bc / s_E.
+// Backward, dense prep: Pg = q g / s_E [B, C] (q: the labels P read through src),
+// grad_h = g w / s_w [B, F], and when T_bc is given grad_P = g T_bc / s_E.
 cudaError_t softlabel_proj_bwd_dense_prep_cuda(DType dt, const void* g, const void* P,
-                                               const void* w, const void* s, const void* T_bc,
+                                               const LabelSource& src, const void* w, const void* s, const void* T_bc,
                                                int64_t B, int64_t C, int64_t F, void* Pg,
                                                void* grad_h, void* grad_P, cudaStream_t stream);
 
 // Backward, top-k rows: grad_h, and g val h / s_E scatter-added into ws (acc dtype) rows idx.
 cudaError_t softlabel_proj_bwd_topk_rows_cuda(DType dt, const void* g, const void* h,
-                                              const int64_t* idx, const void* val, const void* E,
+                                              const void* idx, const void* val,
+                                              const LabelSource& src, const void* E,
                                               const void* w, const void* s, int64_t B, int64_t C,
                                               int64_t F, int64_t K, void* grad_h, void* ws,
                                               cudaStream_t stream);

@@ -3,12 +3,16 @@
 Implements the four primitives of docs/softlabel_proj_kernels.md (the contract; the
 specification is ``softlabel_proj_ref`` in sgan_fast/ops/softlabel_proj.py):
 
-    fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w)           -> (out, s, raw)
-    fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w)     -> (out, s, raw)
-    bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P)
+    fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w, *src)         -> (out, s, raw)
+    fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w, *src)   -> (out, s, raw)
+    bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P, *src)
                                         -> (grad_h, grad_P, grad_E, grad_w, grad_bias)
-    bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw)
+    bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, *src)
                                         -> (grad_h, grad_E, grad_w, grad_bias)
+
+src = (sel, cls, mode, alpha, beta[, gamma]): where each batch row's labels come from
+(csrc/label_source.h; mode 0 is the plain op, modes 1 and 2 read a soft-label bank's table
+through dataset indices, without writing the [B, C] labels anywhere).
 
 No autograd and no argument checking here: the caller validates, makes every tensor
 contiguous and on one device. Dtypes T: float32, float16, bfloat16 (float64 raises).
@@ -75,21 +79,70 @@ def _add_parts(a, b, T: tl.constexpr):
 
 
 @triton.jit
-def _pe_tile(P, E, uE, offs_b, offs_f, mask_b, mask_f, C, F, pid_b, nB,
-             BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr, F32: tl.constexpr,
-             WANT_SE: tl.constexpr):
-    """(P @ E)[offs_b, offs_f] in float32, and (WANT_SE) sum_c u_E[c] E[c, offs_f] over the
-    C tiles with tile index % nB == pid_b (spreads the s_E work over the programs)."""
+def _rows_and_labels(sel, cls, offs_b, mask_b, N, R, C, MODE: tl.constexpr):
+    """(row, y) of each batch element, int64 [BB] (csrc/label_source.h): mode 0 row b; mode 1
+    row sel[b]; mode 2 row cls[sel[b]]; y = cls[sel[b]]. Every index clamped into range."""
+    if MODE == 0:
+        return offs_b.to(tl.int64), tl.zeros_like(offs_b).to(tl.int64)
+    else:
+        i = tl.load(sel + offs_b, mask=mask_b, other=0)
+        i = tl.minimum(tl.maximum(i, 0), N - 1)
+        yc = tl.load(cls + i, mask=mask_b, other=0)
+        y = tl.minimum(tl.maximum(yc, 0), C - 1)
+        if MODE == 1:
+            r = tl.minimum(i, R - 1)
+        else:
+            r = tl.minimum(tl.maximum(yc, 0), R - 1)
+        return r.to(tl.int64), y.to(tl.int64)
+
+
+@triton.jit
+def _q_tile(P, rows, ys, mask_b, offs_c, mask_c, C, alpha, beta, gamma,
+            MODE: tl.constexpr, HAS_P: tl.constexpr):
+    """Labels q[rows, offs_c] [BB, BC]: mode 0 the rows of P as stored; else (float32)
+    alpha * P[row] (when HAS_P) + beta * onehot(y) + gamma / C, zero outside the masks."""
+    m = mask_b[:, None] & mask_c[None, :]
+    if MODE == 0:
+        return tl.load(P + rows[:, None] * C + offs_c[None, :], mask=m, other=0.0)
+    else:
+        q = tl.where(offs_c[None, :] == ys[:, None], beta, 0.0) + gamma / C
+        if HAS_P:
+            p = tl.load(P + rows[:, None] * C + offs_c[None, :], mask=m, other=0.0)
+            q += alpha * p.to(tl.float32)
+        return tl.where(m, q, 0.0)
+
+
+@triton.jit
+def _topk_entry(idx, val, rows, ys, mask_b, k, K, C, alpha, beta, MODE: tl.constexpr):
+    """(class, weight) [BB] of entry k of each row: k < K from the table (weights times alpha
+    for bank sources), k == K the label entry (y, beta)."""
+    if k < K:
+        ik = tl.load(idx + rows * K + k, mask=mask_b, other=0)
+        ik = tl.minimum(tl.maximum(ik, 0), C - 1).to(tl.int64)
+        vk = tl.load(val + rows * K + k, mask=mask_b, other=0.0).to(tl.float32)
+        if MODE != 0:
+            vk = vk * alpha
+    else:
+        ik = ys
+        vk = tl.where(mask_b, beta, 0.0)
+    return ik, vk
+
+
+@triton.jit
+def _pe_tile(P, rows, ys, alpha, beta, gamma, E, uE, offs_b, offs_f, mask_b, mask_f, C, F,
+             pid_b, nB, BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr,
+             F32: tl.constexpr, WANT_SE: tl.constexpr, MODE: tl.constexpr, HAS_P: tl.constexpr):
+    """(q @ E)[offs_b, offs_f] in float32 (q: the labels, _q_tile), and (WANT_SE) sum_c u_E[c]
+    E[c, offs_f] over the C tiles with tile index % nB == pid_b (spreads the s_E work)."""
     acc = tl.zeros((BB, BF), dtype=tl.float32)
     se = tl.zeros((BF,), dtype=tl.float32)
-    p_rows = P + offs_b.to(tl.int64)[:, None] * C
     for c0 in range(0, C, BC):
         offs_c = c0 + tl.arange(0, BC)
         mask_c = offs_c < C
-        p = tl.load(p_rows + offs_c[None, :], mask=mask_b[:, None] & mask_c[None, :], other=0.0)
+        p = _q_tile(P, rows, ys, mask_b, offs_c, mask_c, C, alpha, beta, gamma, MODE, HAS_P)
         e = tl.load(E + offs_c.to(tl.int64)[:, None] * F + offs_f[None, :],
                     mask=mask_c[:, None] & mask_f[None, :], other=0.0)
-        acc = _mm(p, e, acc, F32)
+        acc = _mm(p.to(e.dtype), e, acc, F32)
         if WANT_SE:
             if (c0 // BC) % nB == pid_b:
                 u = tl.load(uE + offs_c, mask=mask_c, other=0.0)
@@ -126,8 +179,9 @@ def _store_partials(h, w, vE, vw, part, spart, t, se, offs_b, offs_f, mask_b, ma
 # ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _fwd_dense_main(h, P, E, w, uE, vE, vw, part, spart, B, C, F,
-                    BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr, F32: tl.constexpr):
+def _fwd_dense_main(h, P, E, w, uE, vE, vw, part, spart, sel, cls, alpha, beta, gamma, B, C, F,
+                    N, R, BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr,
+                    F32: tl.constexpr, MODE: tl.constexpr, HAS_P: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_f = tl.program_id(1)
     nB = tl.num_programs(0)
@@ -136,15 +190,17 @@ def _fwd_dense_main(h, P, E, w, uE, vE, vw, part, spart, B, C, F,
     offs_f = pid_f * BF + tl.arange(0, BF)
     mask_b = offs_b < B
     mask_f = offs_f < F
-    t, se = _pe_tile(P, E, uE, offs_b, offs_f, mask_b, mask_f, C, F, pid_b, nB,
-                     BB, BF, BC, F32, True)
+    rows, ys = _rows_and_labels(sel, cls, offs_b, mask_b, N, R, C, MODE)
+    t, se = _pe_tile(P, rows, ys, alpha, beta, gamma, E, uE, offs_b, offs_f, mask_b, mask_f, C,
+                     F, pid_b, nB, BB, BF, BC, F32, True, MODE, HAS_P)
     _store_partials(h, w, vE, vw, part, spart, t, se, offs_b, offs_f, mask_b, mask_f,
                     pid_b, pid_f, nF, B, F)
 
 
 @triton.jit
-def _fwd_topk_main(h, idx, val, E, w, uE, vE, vw, part, spart, B, K, C, F,
-                   BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr):
+def _fwd_topk_main(h, idx, val, E, w, uE, vE, vw, part, spart, sel, cls, alpha, beta, B, K, C, F,
+                   N, R, BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr,
+                   MODE: tl.constexpr, HAS_Y: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_f = tl.program_id(1)
     nB = tl.num_programs(0)
@@ -155,11 +211,9 @@ def _fwd_topk_main(h, idx, val, E, w, uE, vE, vw, part, spart, B, K, C, F,
     mask_f = offs_f < F
     m2 = mask_b[:, None] & mask_f[None, :]
     t = tl.zeros((BB, BF), dtype=tl.float32)
-    rowk = offs_b.to(tl.int64) * K
-    for k in range(K):
-        ik = tl.load(idx + rowk + k, mask=mask_b, other=0)
-        ik = tl.minimum(tl.maximum(ik, 0), C - 1).to(tl.int64)
-        vk = tl.load(val + rowk + k, mask=mask_b, other=0.0).to(tl.float32)
+    rows, ys = _rows_and_labels(sel, cls, offs_b, mask_b, N, R, C, MODE)
+    for k in range(K + HAS_Y):
+        ik, vk = _topk_entry(idx, val, rows, ys, mask_b, k, K, C, alpha, beta, MODE)
         e = tl.load(E + ik[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
         t += vk[:, None] * e
     # s_E partial: the C tiles pid_b, pid_b + nB, ... of this F tile
@@ -211,17 +265,19 @@ def _fwd_finish(part, spart, bias, uw, out, s, raw, B, NF, NS,
 # ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _bwd_dense_gh(g, P, E, w, s, gh, B, C, F,
-                  BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr, F32: tl.constexpr):
-    """grad_h = g_b (w / s_w + (P @ E) / s_E)."""
+def _bwd_dense_gh(g, P, E, w, s, gh, sel, cls, alpha, beta, gamma, B, C, F, N, R,
+                  BB: tl.constexpr, BF: tl.constexpr, BC: tl.constexpr, F32: tl.constexpr,
+                  MODE: tl.constexpr, HAS_P: tl.constexpr):
+    """grad_h = g_b (w / s_w + (q @ E) / s_E)."""
     pid_b = tl.program_id(0)
     pid_f = tl.program_id(1)
     offs_b = pid_b * BB + tl.arange(0, BB)
     offs_f = pid_f * BF + tl.arange(0, BF)
     mask_b = offs_b < B
     mask_f = offs_f < F
-    t, _se = _pe_tile(P, E, E, offs_b, offs_f, mask_b, mask_f, C, F, pid_b, 1,
-                      BB, BF, BC, F32, False)
+    rows, ys = _rows_and_labels(sel, cls, offs_b, mask_b, N, R, C, MODE)
+    t, _se = _pe_tile(P, rows, ys, alpha, beta, gamma, E, E, offs_b, offs_f, mask_b, mask_f, C,
+                      F, pid_b, 1, BB, BF, BC, F32, False, MODE, HAS_P)
     sE = tl.load(s)
     sw = tl.load(s + 1)
     gv = tl.load(g + offs_b, mask=mask_b, other=0.0).to(tl.float32)
@@ -256,9 +312,10 @@ def _store_linear_grads(gw, gb, uw, vw, gw_acc, dsw, gsum, offs_f, mask_f, pid_f
 
 
 @triton.jit
-def _bwd_dense_gE(g, h, P, uE, vE, uw, vw, s, raw, gE, gw, gb, B, C, F,
-                  BC: tl.constexpr, BF: tl.constexpr, BB: tl.constexpr, F32: tl.constexpr):
-    """grad_E tile = (P * g / s_E)^T @ h + dsE u_E v_E^T; programs with pid_c == 0 also
+def _bwd_dense_gE(g, h, P, uE, vE, uw, vw, s, raw, gE, gw, gb, sel, cls, alpha, beta, gamma,
+                  B, C, F, N, R, BC: tl.constexpr, BF: tl.constexpr, BB: tl.constexpr,
+                  F32: tl.constexpr, MODE: tl.constexpr, HAS_P: tl.constexpr):
+    """grad_E tile = (q * g / s_E)^T @ h + dsE u_E v_E^T; programs with pid_c == 0 also
     grad_w of their F tile, program (0, 0) grad_bias."""
     pid_c = tl.program_id(0)
     pid_f = tl.program_id(1)
@@ -281,8 +338,9 @@ def _bwd_dense_gE(g, h, P, uE, vE, uw, vw, s, raw, gE, gw, gb, B, C, F,
         Sv = tl.load(raw + B + offs_b, mask=mask_b, other=0.0)
         dse += gv * tl.div_rn(tl.div_rn(Sv, sE), sE)
         rows = offs_b.to(tl.int64)
-        p = tl.load(P + rows[:, None] * C + offs_c[None, :],
-                    mask=mask_b[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+        prow, ys = _rows_and_labels(sel, cls, offs_b, mask_b, N, R, C, MODE)
+        p = _q_tile(P, prow, ys, mask_b, offs_c, mask_c, C, alpha, beta, gamma, MODE,
+                    HAS_P).to(tl.float32)
         a = (p * tl.div_rn(gv, sE)[:, None]).to(T)
         hv = tl.load(h + rows[:, None] * F + offs_f[None, :],
                      mask=mask_b[:, None] & mask_f[None, :], other=0.0)
@@ -375,8 +433,8 @@ def _bwd_topk_init(g, h, uE, vE, uw, vw, s, raw, W, dsE_out, gw, gb, B, C, F,
 
 
 @triton.jit
-def _bwd_topk_main(g, h, idx, val, E, w, s, gh, W, B, K, C, F,
-                   BB: tl.constexpr, BF: tl.constexpr):
+def _bwd_topk_main(g, h, idx, val, E, w, s, gh, W, sel, cls, alpha, beta, B, K, C, F, N, R,
+                   BB: tl.constexpr, BF: tl.constexpr, MODE: tl.constexpr, HAS_Y: tl.constexpr):
     """grad_h = g_b (w / s_w + sum_k val E[idx] / s_E); W[idx[b, k]] += g_b val h_b / s_E
     (indices clamped to [0, C))."""
     pid_b = tl.program_id(0)
@@ -393,10 +451,9 @@ def _bwd_topk_main(g, h, idx, val, E, w, s, gh, W, B, K, C, F,
     hv = tl.load(h + rows[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
     coef = tl.div_rn(gv, sE)
     t = tl.zeros((BB, BF), dtype=tl.float32)
-    for k in range(K):
-        ik = tl.load(idx + rows * K + k, mask=mask_b, other=0)
-        ik = tl.minimum(tl.maximum(ik, 0), C - 1).to(tl.int64)
-        vk = tl.load(val + rows * K + k, mask=mask_b, other=0.0).to(tl.float32)
+    trows, ys = _rows_and_labels(sel, cls, offs_b, mask_b, N, R, C, MODE)
+    for k in range(K + HAS_Y):
+        ik, vk = _topk_entry(idx, val, trows, ys, mask_b, k, K, C, alpha, beta, MODE)
         eoff = ik[:, None] * F + offs_f[None, :]
         e = tl.load(E + eoff, mask=m2, other=0.0).to(tl.float32)
         t += vk[:, None] * e
@@ -516,7 +573,16 @@ def _finish(h, bias, u_w, part, spart, NF):
 # the four primitives
 # ---------------------------------------------------------------------------------------------
 
-def fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w):
+def _source(h, table, sel, cls, mode):
+    """Kernel arguments of a label source (csrc/label_source.h): (sel, cls, N, R, has table);
+    placeholders (never read) stand in for what the mode does not use."""
+    has_table = table.numel() > 0
+    if mode == 0:
+        return h, h, 1, 1, has_table
+    return sel, cls, max(cls.shape[0], 1), max(table.shape[0], 1), has_table
+
+
+def fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w, sel, cls, mode, alpha, beta, gamma):
     _check_dtype(h)
     B, F = h.shape
     C = E.shape[0]
@@ -525,13 +591,15 @@ def fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w):
     nB, nF = triton.cdiv(B, cfg["BB"]), triton.cdiv(F, cfg["BF"])
     part = torch.empty(nF, 2, B, dtype=torch.float32, device=h.device)
     spart = torch.empty(nB * nF, 2, dtype=torch.float32, device=h.device)
-    _fwd_dense_main[(nB, nF)](h, P, E, w, u_E, v_E, v_w, part, spart, B, C, F,
+    sel, cls, N, R, has_p = _source(h, P, sel, cls, mode)
+    _fwd_dense_main[(nB, nF)](h, P if has_p else h, E, w, u_E, v_E, v_w, part, spart, sel, cls,
+                              alpha, beta, gamma, B, C, F, N, R,
                               BB=cfg["BB"], BF=cfg["BF"], BC=cfg["BC"], F32=_f32(h.dtype),
-                              num_warps=cfg["num_warps"])
+                              MODE=mode, HAS_P=has_p, num_warps=cfg["num_warps"])
     return _finish(h, bias, u_w, part, spart, nF)
 
 
-def fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w):
+def fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w, sel, cls, mode, alpha, beta):
     _check_dtype(h)
     B, F = h.shape
     C = E.shape[0]
@@ -541,12 +609,16 @@ def fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w):
     nB, nF = triton.cdiv(B, cfg["BB"]), triton.cdiv(F, cfg["BF"])
     part = torch.empty(nF, 2, B, dtype=torch.float32, device=h.device)
     spart = torch.empty(nB * nF, 2, dtype=torch.float32, device=h.device)
-    _fwd_topk_main[(nB, nF)](h, idx, val, E, w, u_E, v_E, v_w, part, spart, B, K, C, F,
-                             BB=cfg["BB"], BF=cfg["BF"], BC=cfg["BC"], num_warps=cfg["num_warps"])
+    sel, cls, N, R, _ = _source(h, idx, sel, cls, mode)
+    has_y = int(mode != 0 and beta != 0.0)
+    _fwd_topk_main[(nB, nF)](h, idx, val, E, w, u_E, v_E, v_w, part, spart, sel, cls, alpha, beta,
+                             B, K, C, F, N, R, BB=cfg["BB"], BF=cfg["BF"], BC=cfg["BC"],
+                             MODE=mode, HAS_Y=has_y, num_warps=cfg["num_warps"])
     return _finish(h, bias, u_w, part, spart, nF)
 
 
-def bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P):
+def bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P, sel, cls, mode, alpha, beta,
+              gamma):
     _check_dtype(h)
     B, F = h.shape
     C = E.shape[0]
@@ -561,14 +633,18 @@ def bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P):
     BB, BF = _tiles(B, F, sms)
     cfg = _cfg("bwd_dense_gh", dict(BB=BB, BF=BF, BC=_red_block(T, C), num_warps=_warps(BB, BF)))
     grid = (triton.cdiv(B, cfg["BB"]), triton.cdiv(F, cfg["BF"]))
-    _bwd_dense_gh[grid](g, P, E, w, s, grad_h, B, C, F, BB=cfg["BB"], BF=cfg["BF"], BC=cfg["BC"],
-                        F32=f32, num_warps=cfg["num_warps"])
+    sel, cls, N, R, has_p = _source(h, P, sel, cls, mode)
+    Pt = P if has_p else h
+    _bwd_dense_gh[grid](g, Pt, E, w, s, grad_h, sel, cls, alpha, beta, gamma, B, C, F, N, R,
+                        BB=cfg["BB"], BF=cfg["BF"], BC=cfg["BC"], F32=f32, MODE=mode,
+                        HAS_P=has_p, num_warps=cfg["num_warps"])
 
     BC, BF = _tiles(C, F, sms)
     cfg = _cfg("bwd_dense_gE", dict(BC=BC, BF=BF, BB=_red_block(T, B), num_warps=_warps(BC, BF)))
     grid = (triton.cdiv(C, cfg["BC"]), triton.cdiv(F, cfg["BF"]))
-    _bwd_dense_gE[grid](g, h, P, u_E, v_E, u_w, v_w, s, raw, grad_E, grad_w, grad_bias, B, C, F,
-                        BC=cfg["BC"], BF=cfg["BF"], BB=cfg["BB"], F32=f32,
+    _bwd_dense_gE[grid](g, h, Pt, u_E, v_E, u_w, v_w, s, raw, grad_E, grad_w, grad_bias, sel, cls,
+                        alpha, beta, gamma, B, C, F, N, R, BC=cfg["BC"], BF=cfg["BF"],
+                        BB=cfg["BB"], F32=f32, MODE=mode, HAS_P=has_p,
                         num_warps=cfg["num_warps"])
 
     if need_grad_P:
@@ -584,7 +660,7 @@ def bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P):
     return grad_h, grad_P, grad_E, grad_w, grad_bias
 
 
-def bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw):
+def bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, sel, cls, mode, alpha, beta):
     _check_dtype(h)
     B, F = h.shape
     C = E.shape[0]
@@ -609,8 +685,11 @@ def bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw):
     BB, BF = _tiles(B, F, sms)
     cfg = _cfg("bwd_topk_main", dict(BB=BB, BF=BF, num_warps=_warps(BB, BF)))
     grid = (triton.cdiv(B, cfg["BB"]), triton.cdiv(F, cfg["BF"]))
-    _bwd_topk_main[grid](g, h, idx, val, E, w, s, grad_h, W, B, K, C, F,
-                         BB=cfg["BB"], BF=cfg["BF"], num_warps=cfg["num_warps"])
+    sel, cls, N, R, _ = _source(h, idx, sel, cls, mode)
+    has_y = int(mode != 0 and beta != 0.0)
+    _bwd_topk_main[grid](g, h, idx, val, E, w, s, grad_h, W, sel, cls, alpha, beta, B, K, C, F,
+                         N, R, BB=cfg["BB"], BF=cfg["BF"], MODE=mode, HAS_Y=has_y,
+                         num_warps=cfg["num_warps"])
 
     if split:
         grad_E = torch.empty_like(E)

@@ -78,6 +78,7 @@ from torch import Tensor  # noqa: E402
 
 from .. import _ext  # noqa: E402
 from . import _dispatch  # noqa: E402
+from .bank_lookup import BankLabels, bank_lookup_ref, check_indices  # noqa: E402
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -110,7 +111,18 @@ def _need_shape(name: str, t: Tensor, shape: tuple, meaning: str) -> None:
 
 
 def _classify_labels(labels: Labels, B: int, C: int, device: torch.device):
-    """("dense", P) | ("topk", idx, val) | ("hard", y), with shapes, dtypes and device checked."""
+    """("dense", P) | ("topk", idx, val) | ("hard", y) | ("bank", BankLabels), with shapes,
+    dtypes and device checked."""
+    if isinstance(labels, BankLabels):
+        plan, sel = labels.plan, labels.indices
+        if plan.num_classes != C:
+            raise ValueError(f"the soft-label bank has C={plan.num_classes} classes but E has {C} rows")
+        if plan.device != device:
+            raise ValueError(f"the soft-label bank is on {plan.device} but h is on {device}")
+        if not isinstance(sel, Tensor) or tuple(sel.shape) != (B,):
+            shape = tuple(sel.shape) if isinstance(sel, Tensor) else type(sel).__name__
+            raise ValueError(f"bank indices have shape {shape}; expected [B={B}] dataset indices")
+        return ("bank", labels)
     if isinstance(labels, Tensor):
         if labels.device != device:
             raise ValueError(f"labels is on {labels.device} but h is on {device}")
@@ -138,8 +150,9 @@ def _classify_labels(labels: Labels, B: int, C: int, device: torch.device):
             if t.device != device:
                 raise ValueError(f"{name} are on {t.device} but h is on {device}")
         return ("topk", idx, val)
-    raise TypeError(f"labels must be a tensor ([B, C] probabilities or [B] int64 classes) or a "
-                    f"tuple (indices [B, K], values [B, K]); got {type(labels).__name__}")
+    raise TypeError(f"labels must be a tensor ([B, C] probabilities or [B] int64 classes), a "
+                    f"tuple (indices [B, K], values [B, K]) or BankLabels (bank.labels(indices, "
+                    f"target)); got {type(labels).__name__}")
 
 
 def _first_bad(mask: Tensor) -> str:
@@ -157,7 +170,7 @@ def _check_values(form, lab, C, vectors) -> None:
         flags.append((~torch.isfinite(lab[-1])).any())
     for _, v in vectors:
         flags.append((~torch.isfinite(v)).any())
-    bad = torch.stack(flags).tolist()
+    bad = torch.stack(flags).tolist()  # bank labels: validated when the bank was built
     k = 0
     if form in ("topk", "hard"):
         if bad[k]:
@@ -214,18 +227,18 @@ def _validate(h, labels, E, w, bias, u_E, v_E, u_w, v_w):
 
 # --- custom ops -------------------------------------------------------------------------------
 
-def _fwd_fake(h, *args):
+def _fwd_fake(h, *args):  # the trailing label-source arguments do not change the shapes
     acc = acc_dtype(h.dtype)
     B = h.shape[0]
     return h.new_empty(B), h.new_empty(2, dtype=acc), h.new_empty(2, B, dtype=acc)
 
 
-def _bwd_dense_fake(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P):
+def _bwd_dense_fake(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_grad_P, *src):
     grad_P = torch.empty_like(P) if need_grad_P else P.new_empty(0)
     return torch.empty_like(h), grad_P, torch.empty_like(E), torch.empty_like(w), w.new_empty(1)
 
 
-def _bwd_topk_fake(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw):
+def _bwd_topk_fake(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw, *src):
     return torch.empty_like(h), torch.empty_like(E), torch.empty_like(w), w.new_empty(1)
 
 
@@ -238,58 +251,70 @@ def _triton_kernels():
 
 @torch.library.custom_op("sgan_fast::softlabel_proj_fwd_dense_triton", mutates_args=())
 def _fwd_dense_triton(h: Tensor, P: Tensor, E: Tensor, w: Tensor, bias: Tensor, u_E: Tensor,
-                      v_E: Tensor, u_w: Tensor, v_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                      v_E: Tensor, u_w: Tensor, v_w: Tensor, sel: Tensor, cls: Tensor, mode: int,
+                      alpha: float, beta: float, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
     with _dispatch.on_device(h):
-        return tuple(_triton_kernels().fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w))
+        return tuple(_triton_kernels().fwd_dense(h, P, E, w, bias, u_E, v_E, u_w, v_w, sel, cls,
+                                                 mode, alpha, beta, gamma))
 
 
 @torch.library.custom_op("sgan_fast::softlabel_proj_fwd_topk_triton", mutates_args=())
 def _fwd_topk_triton(h: Tensor, idx: Tensor, val: Tensor, E: Tensor, w: Tensor, bias: Tensor,
-                     u_E: Tensor, v_E: Tensor, u_w: Tensor, v_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                     u_E: Tensor, v_E: Tensor, u_w: Tensor, v_w: Tensor, sel: Tensor, cls: Tensor,
+                     mode: int, alpha: float, beta: float) -> tuple[Tensor, Tensor, Tensor]:
     with _dispatch.on_device(h):
-        return tuple(_triton_kernels().fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w))
+        return tuple(_triton_kernels().fwd_topk(h, idx, val, E, w, bias, u_E, v_E, u_w, v_w, sel,
+                                                cls, mode, alpha, beta))
 
 
 @torch.library.custom_op("sgan_fast::softlabel_proj_bwd_dense_triton", mutates_args=())
 def _bwd_dense_triton(g: Tensor, h: Tensor, P: Tensor, E: Tensor, w: Tensor, u_E: Tensor,
                       v_E: Tensor, u_w: Tensor, v_w: Tensor, s: Tensor, raw: Tensor,
-                      need_grad_P: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                      need_grad_P: bool, sel: Tensor, cls: Tensor, mode: int, alpha: float,
+                      beta: float, gamma: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     with _dispatch.on_device(h):
         return tuple(_triton_kernels().bwd_dense(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw,
-                                                 need_grad_P))
+                                                 need_grad_P, sel, cls, mode, alpha, beta, gamma))
 
 
 @torch.library.custom_op("sgan_fast::softlabel_proj_bwd_topk_triton", mutates_args=())
 def _bwd_topk_triton(g: Tensor, h: Tensor, idx: Tensor, val: Tensor, E: Tensor, w: Tensor,
                      u_E: Tensor, v_E: Tensor, u_w: Tensor, v_w: Tensor, s: Tensor,
-                     raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                     raw: Tensor, sel: Tensor, cls: Tensor, mode: int, alpha: float,
+                     beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     with _dispatch.on_device(h):
-        return tuple(_triton_kernels().bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw))
+        return tuple(_triton_kernels().bwd_topk(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw,
+                                                sel, cls, mode, alpha, beta))
 
 
 def _register_autograd(fwd_name: str, bwd, form: str) -> None:
     """Backward of a forward op through its backward op (u, v are constants; values of
-    top-k labels get no gradient)."""
+    top-k labels and bank tables get no gradient). The trailing label-source arguments
+    (sel, cls, mode, alpha, beta[, gamma]) go to the backward unchanged."""
+    n_lab = 1 if form == "dense" else 2  # P | idx, val
 
     def setup_context(ctx, inputs, output):
         _, s, raw = output
-        if form == "dense":
-            h, P, E, w, _bias, u_E, v_E, u_w, v_w = inputs
-            ctx.save_for_backward(h, P, E, w, u_E, v_E, u_w, v_w, s, raw)
-        else:
-            h, idx, val, E, w, _bias, u_E, v_E, u_w, v_w = inputs
-            ctx.save_for_backward(h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw)
+        h = inputs[0]
+        labs = inputs[1:1 + n_lab]
+        E, w, _bias, u_E, v_E, u_w, v_w = inputs[1 + n_lab:8 + n_lab]
+        sel, cls = inputs[8 + n_lab:10 + n_lab]
+        ctx.src = tuple(inputs[10 + n_lab:])
+        ctx.save_for_backward(h, *labs, E, w, u_E, v_E, u_w, v_w, s, raw, sel, cls)
 
     def backward(ctx, grad_out, _grad_s, _grad_raw):
         g = grad_out.contiguous()
+        h, *rest = ctx.saved_tensors
+        labs, (E, w, u_E, v_E, u_w, v_w, s, raw, sel, cls) = rest[:n_lab], rest[n_lab:]
+        n_src = 2 + len(ctx.src)
+        none_src = (None,) * n_src
         if form == "dense":
-            h, P, E, w, u_E, v_E, u_w, v_w, s, raw = ctx.saved_tensors
             need_P = bool(ctx.needs_input_grad[1])
-            gh, gP, gE, gw, gb = bwd(g, h, P, E, w, u_E, v_E, u_w, v_w, s, raw, need_P)
-            return gh, (gP if need_P else None), gE, gw, gb, None, None, None, None
-        h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw = ctx.saved_tensors
-        gh, gE, gw, gb = bwd(g, h, idx, val, E, w, u_E, v_E, u_w, v_w, s, raw)
-        return gh, None, None, gE, gw, gb, None, None, None, None
+            gh, gP, gE, gw, gb = bwd(g, h, *labs, E, w, u_E, v_E, u_w, v_w, s, raw, need_P, sel,
+                                     cls, *ctx.src)
+            return (gh, (gP if need_P else None), gE, gw, gb, None, None, None, None) + none_src
+        gh, gE, gw, gb = bwd(g, h, *labs, E, w, u_E, v_E, u_w, v_w, s, raw, sel, cls, *ctx.src)
+        return (gh, None, None, gE, gw, gb, None, None, None, None) + none_src
 
     torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
 
@@ -319,6 +344,12 @@ _TRITON_OPS = {"dense": torch.ops.sgan_fast.softlabel_proj_fwd_dense_triton,
                "topk": torch.ops.sgan_fast.softlabel_proj_fwd_topk_triton}
 
 
+def _plain_src(h: Tensor):
+    """Label-source arguments of the plain op (mode 0: batch row b reads label row b)."""
+    empty = h.new_empty(0, dtype=torch.int64)
+    return (empty, empty, 0, 1.0, 0.0)
+
+
 def _fwd_op(impl: str, form: str):
     if impl == "triton":
         return _TRITON_OPS[form]
@@ -338,7 +369,8 @@ def softlabel_proj(h: Tensor, labels: Labels, E: Tensor, w: Tensor, bias: Option
         h: pooled features [B, F].
         labels: dense class probabilities P [B, C] (floating; gets a gradient when it
             requires one), top-k labels as a tuple (indices [B, K] int64, values [B, K]),
-            or hard labels y [B] int64.
+            hard labels y [B] int64, or BankLabels (bank.labels(indices, target)): the
+            targets of a soft-label bank read inside the kernels, never written as [B, C].
         E: class embedding [C, F]. w: weight of the linear term [F]. bias: one element or None.
         u_E [C], v_E [F]: power-iteration vectors of E, s_E = u_E^T E v_E.
         u_w [1], v_w [F]: power-iteration vectors of w, s_w = u_w * <w, v_w>.
@@ -357,11 +389,15 @@ def softlabel_proj(h: Tensor, labels: Labels, E: Tensor, w: Tensor, bias: Option
     dtype, acc = h.dtype, acc_dtype(h.dtype)
     compiling = torch.compiler.is_compiling()
     vectors = [("u_E", u_E), ("v_E", v_E), ("u_w", u_w), ("v_w", v_w)]
+    if form == "bank":
+        sel = check_indices(lab[0].plan, lab[0].indices, check=check)
     if check and not compiling:
         _check_values(form, lab, C, vectors)
 
     chosen = _dispatch.resolve("softlabel_proj", impl, h.device, dtype)
     if chosen == "ref":
+        if form == "bank":
+            labels = bank_lookup_ref(lab[0].plan, sel, acc)
         out, s = softlabel_proj_ref(h, labels, E, w, bias, u_E, v_E, u_w, v_w, return_scales=True)
     else:
         if form == "topk" and lab[1].requires_grad and torch.is_grad_enabled():
@@ -378,15 +414,25 @@ def softlabel_proj(h: Tensor, labels: Labels, E: Tensor, w: Tensor, bias: Option
             bias = torch.zeros(1, dtype=dtype, device=h.device)
         args = (prep(E), prep(w), prep(bias.reshape(1)), vec(u_E, C), vec(v_E, F), vec(u_w, 1),
                 vec(v_w, F))
-        if form == "dense":
-            out, s, _ = _fwd_op(chosen, "dense")(prep(h), prep(lab[0]), *args)
+        if form == "bank":
+            plan = lab[0].plan
+            src = (sel, plan.classes, plan.mode, float(plan.alpha), float(plan.beta))
+            tabs = plan.tables(dtype)
+            if plan.form == "dense":
+                out, s, _ = _fwd_op(chosen, "dense")(prep(h), tabs[0], *args, *src,
+                                                     float(plan.gamma))
+            else:
+                out, s, _ = _fwd_op(chosen, "topk")(prep(h), *tabs, *args, *src)
+        elif form == "dense":
+            out, s, _ = _fwd_op(chosen, "dense")(prep(h), prep(lab[0]), *args, *_plain_src(h),
+                                                 0.0)
         else:
             if form == "hard":
                 idx = lab[0].reshape(B, 1).contiguous()
                 val = torch.ones(B, 1, dtype=dtype, device=h.device)
             else:
                 idx, val = lab[0].contiguous(), prep(lab[1].detach())
-            out, s, _ = _fwd_op(chosen, "topk")(prep(h), idx, val, *args)
+            out, s, _ = _fwd_op(chosen, "topk")(prep(h), idx, val, *args, *_plain_src(h))
     if check and not compiling:
         if not bool((torch.isfinite(s) & (s != 0)).all()):
             s_E, s_w = s.tolist()
