@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..labels.bank import SoftLabelBank
 from ..ops.softlabel_proj import softlabel_proj
 from .spectral_norm import SNLinear
 
@@ -18,8 +19,11 @@ class SoftLabelProjectionHead(nn.Module):
     The embedding is stored as BigGAN stores it, [F, C]; the op sees E = embed.weight^T.
 
     forward(h [B, F], labels) -> [B], labels being dense probabilities [B, C], top-k
-    (indices [B, K] int64, values [B, K]) or hard classes [B] int64. In training mode the
-    power-iteration vectors and the singular-value buffers are updated, as in BigGAN.
+    (indices [B, K] int64, values [B, K]), hard classes [B] int64, or a soft-label bank's
+    targets: (bank, dataset indices [B], target) or bank.labels(indices, target), which the
+    kernels read from the bank's table without writing the [B, C] targets anywhere. In
+    training mode the power-iteration vectors and the singular-value buffers are updated, as
+    in BigGAN.
     """
 
     # fuse_spectral_norm leaves linear and embed alone: the fused op normalises them itself.
@@ -39,6 +43,9 @@ class SoftLabelProjectionHead(nn.Module):
                               num_itrs=num_itrs, eps=eps)
 
     def forward(self, h: torch.Tensor, labels) -> torch.Tensor:
+        if isinstance(labels, tuple) and len(labels) == 3 and isinstance(labels[0], SoftLabelBank):
+            bank, indices, target = labels
+            labels = bank.labels(indices, target)
         # embed.weight is [F, C]: its left vector has F entries, its right vector C, so
         # E = weight^T [C, F] has u_E = right vector and v_E = left vector.
         u_embed, v_embed = self.embed.power_iteration()

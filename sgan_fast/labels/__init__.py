@@ -1,0 +1,6 @@
+"""Soft labels: the classifier-probability bank and the targets built from it."""
+
+from .bank import BankError, DatasetFingerprint, SoftLabelBank
+from .targets import Target, target_ref
+
+__all__ = ["BankError", "DatasetFingerprint", "SoftLabelBank", "Target", "target_ref"]
