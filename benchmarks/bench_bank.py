@@ -41,8 +41,8 @@ from _common import (append_csv, count_kernels, time_cpu, time_gpu, time_graph, 
 
 from sgan_fast.labels import SoftLabelBank  # noqa: E402
 from sgan_fast.ops import softlabel_proj, softlabel_proj_ref, why_unavailable  # noqa: E402
-from sgan_fast.ops.bank_lookup import (BankLabels, _sparse_ref, bank_lookup,  # noqa: E402
-                                       bank_lookup_ref)
+from sgan_fast.ops.bank_lookup import (BankLabels, bank_lookup, bank_lookup_ref,  # noqa: E402
+                                       bank_lookup_sparse_ref)
 
 B, K, F = 256, 16, 1536
 NS, CS = (50_000, 1_200_000), (10, 1000, 8142)
@@ -86,13 +86,13 @@ def make_fn(provider, op, mode, plan, sel, head):
     if op == "lookup":
         if torch_like:
             def run(*_):
-                return _sparse_ref(plan, sel) if plan.form == "topk" else bank_lookup_ref(plan, sel)
+                return bank_lookup_sparse_ref(plan, sel) if plan.form == "topk" else bank_lookup_ref(plan, sel)
         else:
             def run(*_):
                 return bank_lookup(plan, sel, impl=provider, check=False)
     elif torch_like:
         def run(h, E, w, bias):
-            labels = _sparse_ref(plan, sel) if plan.form == "topk" else bank_lookup_ref(plan, sel)
+            labels = bank_lookup_sparse_ref(plan, sel) if plan.form == "topk" else bank_lookup_ref(plan, sel)
             return softlabel_proj_ref(h, labels, E, w, bias, *vec)
     else:
         labels = BankLabels(plan, sel)

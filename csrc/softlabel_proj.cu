@@ -171,7 +171,8 @@ __global__ void bwd_params_kernel(const T* __restrict__ g, const T* __restrict__
 // Dense prep, one block per row: Pg = q g / s_E, grad_h = g w / s_w, grad_P = g Tbc / s_E.
 template <typename T, typename A>
 __global__ void bwd_dense_prep_kernel(const T* __restrict__ g, const T* __restrict__ P,
-                                      const LabelSource src, const T* __restrict__ w, const A* __restrict__ s,
+                                      const LabelSource src, const T* __restrict__ w,
+                                      const A* __restrict__ s,
                                       const T* __restrict__ Tbc, int64_t C, int64_t F,
                                       T* __restrict__ Pg, T* __restrict__ grad_h,
                                       T* __restrict__ grad_P) {
@@ -189,7 +190,8 @@ __global__ void bwd_dense_prep_kernel(const T* __restrict__ g, const T* __restri
 template <typename T, typename A>
 __global__ void bwd_topk_rows_kernel(const T* __restrict__ g, const T* __restrict__ h,
                                      const void* __restrict__ idx, const T* __restrict__ val,
-                                     const LabelSource src, const T* __restrict__ E, const T* __restrict__ w,
+                                     const LabelSource src, const T* __restrict__ E,
+                                     const T* __restrict__ w,
                                      const A* __restrict__ s, int64_t C, int64_t F, int64_t K,
                                      T* __restrict__ grad_h, A* __restrict__ ws) {
   const int64_t b = blockIdx.x;
@@ -238,8 +240,8 @@ cudaError_t fwd_impl(const void* h, const void* E, const void* w, const void* bi
       static_cast<const T*>(h), static_cast<const T*>(E), static_cast<const T*>(w),
       static_cast<const T*>(bias), static_cast<const A*>(uw), static_cast<const A*>(vw),
       static_cast<const T*>(Tbc), dense, static_cast<const T*>(P), idx,
-      static_cast<const T*>(val), src, B, C, F, K, static_cast<const A*>(partial), n_partial, static_cast<T*>(out), static_cast<A*>(s),
-      static_cast<A*>(raw));
+      static_cast<const T*>(val), src, B, C, F, K, static_cast<const A*>(partial), n_partial,
+      static_cast<T*>(out), static_cast<A*>(s), static_cast<A*>(raw));
   return cudaGetLastError();
 }
 
@@ -268,7 +270,8 @@ cudaError_t params_impl(const void* g, const void* h, const void* uE, const void
 }
 
 template <typename T, typename A>
-cudaError_t prep_impl(const void* g, const void* P, const LabelSource& src, const void* w, const void* s, const void* Tbc,
+cudaError_t prep_impl(const void* g, const void* P, const LabelSource& src, const void* w,
+                      const void* s, const void* Tbc,
                       int64_t B, int64_t C, int64_t F, void* Pg, void* grad_h, void* grad_P,
                       cudaStream_t st) {
   bwd_dense_prep_kernel<T, A><<<static_cast<unsigned>(B), kThreads, 0, st>>>(

@@ -16,8 +16,6 @@ paths "classdir/filename").
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -28,95 +26,13 @@ import torch
 from torch import Tensor
 
 from ..ops.bank_lookup import BankLabels, TargetPlan, bank_lookup
+from .fingerprint import BankError, DatasetFingerprint, as_labels, rel_path
 from .targets import Target, chunk_rows, make_plan, ols_table, probabilities_ref, topk_table
 
 FORMAT_NAME = "sgan_fast.SoftLabelBank"
 FORMAT_VERSION = 1
 _TABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _NP_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
-
-
-class BankError(ValueError):
-    """A soft-label bank that is malformed or does not belong to the dataset."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Dataset fingerprint
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class DatasetFingerprint:
-    """What identifies a training set: N, C, per-class counts, and a hash of its ordered file
-    list (image folders) or of its labels (array datasets)."""
-
-    num_images: int
-    num_classes: int
-    class_counts: tuple
-    content_hash: str
-    hash_of: str  # "paths" | "labels"
-
-    @classmethod
-    def of(cls, labels, num_classes: int, paths: Optional[Sequence[str]] = None) -> "DatasetFingerprint":
-        y = _as_labels(labels)
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise BankError(f"labels must lie in [0, {num_classes}); found {int(y.min())}..{int(y.max())}")
-        counts = tuple(int(c) for c in torch.bincount(y.cpu(), minlength=num_classes).tolist())
-        h = hashlib.sha256()
-        if paths is not None:
-            if len(paths) != y.numel():
-                raise BankError(f"{len(paths)} paths for {y.numel()} labels")
-            for p in paths:
-                h.update(_rel_path(p).encode("utf-8") + b"\n")
-            kind = "paths"
-        else:
-            h.update(y.cpu().numpy().astype("<i8").tobytes())
-            kind = "labels"
-        return cls(int(y.numel()), int(num_classes), counts, h.hexdigest(), kind)
-
-    def differences(self, other: "DatasetFingerprint") -> list:
-        """Sentences saying how `other` (the dataset) differs from this (the bank's)."""
-        out = []
-        if self.num_images != other.num_images:
-            out.append(f"the bank has N={self.num_images} images, the dataset {other.num_images}")
-        if self.num_classes != other.num_classes:
-            out.append(f"the bank has C={self.num_classes} classes, the dataset {other.num_classes}")
-        if self.class_counts != other.class_counts and self.num_classes == other.num_classes:
-            diff = [c for c, (a, b) in enumerate(zip(self.class_counts, other.class_counts)) if a != b]
-            shown = ", ".join(f"class {c}: {self.class_counts[c]} vs {other.class_counts[c]}"
-                              for c in diff[:5])
-            out.append(f"per-class counts differ in {len(diff)} class(es) ({shown}"
-                       f"{', ...' if len(diff) > 5 else ''})")
-        if self.content_hash != other.content_hash:
-            if self.hash_of != other.hash_of:
-                out.append(f"the bank was fingerprinted by its {self.hash_of}, the dataset by its "
-                           f"{other.hash_of}")
-            else:
-                what = "file list (names or order)" if self.hash_of == "paths" else "labels (values or order)"
-                out.append(f"the {what} differs")
-        return out
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "DatasetFingerprint":
-        return cls(int(d["num_images"]), int(d["num_classes"]), tuple(int(c) for c in d["class_counts"]),
-                   str(d["content_hash"]), str(d["hash_of"]))
-
-
-def _rel_path(p) -> str:
-    """'classdir/filename': the last two components, as the reference matches them."""
-    parts = str(p).replace("\\", "/").split("/")
-    return "/".join(parts[-2:])
-
-
-def _as_labels(labels) -> Tensor:
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-    if y.dim() != 1:
-        raise BankError(f"labels must be one class per image [N], got shape {tuple(y.shape)}")
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise BankError(f"labels must be integers, got {y.dtype}")
-    return y.long()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +101,7 @@ class SoftLabelBank:
                  _topk: Optional[tuple] = None):
         if kind not in ("probs", "logits"):
             raise BankError(f"kind must be 'probs' or 'logits', got {kind!r}")
-        y = _as_labels(labels)
+        y = as_labels(labels)
         if _topk is None:
             P = torch.as_tensor(probs)
             if P.dim() != 2:
@@ -269,7 +185,7 @@ class SoftLabelBank:
                 raise BankError(f"{path}: no arr_0 (probabilities); found {', '.join(z.files)}")
             probs = z["arr_0"]
             keys = z["arr_1"] if "arr_1" in z.files else None
-        y = _as_labels(labels)
+        y = as_labels(labels)
         if probs.ndim != 2:
             raise BankError(f"{path}: arr_0 has shape {probs.shape}; expected [N, C]")
         if paths is not None:
@@ -277,14 +193,14 @@ class SoftLabelBank:
                 raise BankError(f"{path}: no arr_1 (paths) to match the dataset's files by")
             if len(keys) != probs.shape[0]:
                 raise BankError(f"{path}: {probs.shape[0]} rows of probabilities but {len(keys)} paths")
-            row_of = {_rel_path(k): r for r, k in enumerate(keys.tolist())}
+            row_of = {rel_path(k): r for r, k in enumerate(keys.tolist())}
             rows, missing = [], []
             for p in paths:
-                r = row_of.get(_rel_path(p))
+                r = row_of.get(rel_path(p))
                 (missing.append(p) if r is None else rows.append(r))
             if missing:
                 raise BankError(f"{path}: {len(missing)} of the dataset's {len(paths)} files have no "
-                                f"row, the first being {_rel_path(missing[0])!r}")
+                                f"row, the first being {rel_path(missing[0])!r}")
             probs = probs[np.asarray(rows, dtype=np.int64)]
         elif probs.shape[0] != y.shape[0]:
             raise BankError(f"{path}: {probs.shape[0]} rows but the dataset has {y.shape[0]} images "

@@ -39,7 +39,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from ..ops.bank_lookup import TargetPlan, bank_lookup_ref
+from ..ops.bank_lookup import TargetPlan
 
 KINDS = ("onehot", "softmax", "smooth", "ols", "mix")
 _DEFAULT_PARAM = {"softmax": 1.0, "smooth": 0.1, "mix": 0.5}
@@ -206,10 +206,8 @@ def topk_table(rows_q, n_rows: int, num_classes: int, k: int, dtype: torch.dtype
 def make_plan(bank, target: Union[str, Target]) -> TargetPlan:
     """The TargetPlan of `target` on a SoftLabelBank (use bank.plan(target): it caches)."""
     t = Target.parse(target)
-    C, dev, dtype = bank.num_classes, bank.device, bank.dtype
-    cls = bank.labels_tensor
-    desc = str(t)
-    base = dict(classes=cls, num_classes=C, description=desc)
+    C = bank.num_classes
+    base = dict(classes=bank.labels_tensor, num_classes=C, description=str(t))
 
     if t.topk is not None and t.kind != "onehot" and t.topk < C:
         return _truncated_plan(bank, t, base)
@@ -240,16 +238,23 @@ def _ols_plan(bank, base) -> TargetPlan:
 
 
 def _truncated_plan(bank, t: Target, base) -> TargetPlan:
-    """target+topk:k, precomputed from the untruncated plan. Targets that depend on the class
-    only (smooth, ols) get a per-class table [C, k]; the others a per-image table [N, k]."""
-    untruncated = bank.plan(dataclasses.replace(t, topk=None))
+    """target+topk:k, precomputed from float64 rows of the untruncated target (no rounding
+    before the sort, as in target_ref). Targets that depend on the class only (smooth, ols)
+    get a per-class table [C, k]; the others a per-image table [N, k]."""
     C, k, dtype, dev = bank.num_classes, t.topk, bank.dtype, bank.device
-    if t.kind in ("smooth", "ols"):
-        # "image" c of class c: the untruncated plan's row for class c
-        per_class = dataclasses.replace(untruncated, classes=torch.arange(C, device=dev), _cache={})
-        rows = lambda a, b: bank_lookup_ref(per_class, torch.arange(a, b, device=dev), torch.float64)  # noqa: E731
+    inner = dataclasses.replace(t, topk=None)
+    if t.kind == "ols":
+        table = bank.ols_table()
+        if bank.form == "topk":
+            table = truncate_topk_ref(table, bank.k)
+        idx, val = topk_table(lambda a, b: table[a:b], C, C, k, dtype, dev)
+        return TargetPlan("topk", 2, idx=idx, val=val, **base)
+    if t.kind == "smooth":
+        rows = lambda a, b: target_ref(torch.zeros(b - a, C, dtype=torch.float64, device=dev),  # noqa: E731
+                                       torch.arange(a, b, device=dev), inner)
         idx, val = topk_table(rows, C, C, k, dtype, dev)
         return TargetPlan("topk", 2, idx=idx, val=val, **base)
-    rows = lambda a, b: bank_lookup_ref(untruncated, torch.arange(a, b, device=dev), torch.float64)  # noqa: E731
+    labels = bank.labels_tensor
+    rows = lambda a, b: target_ref(bank._dense_rows(a, b), labels[a:b], inner)  # noqa: E731
     idx, val = topk_table(rows, bank.num_images, C, k, dtype, dev)
     return TargetPlan("topk", 1, idx=idx, val=val, **base)

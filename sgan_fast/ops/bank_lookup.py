@@ -28,9 +28,6 @@ from torch import Tensor
 from .. import _ext
 from . import _dispatch
 
-_TABLE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
 @dataclasses.dataclass(eq=False)
 class TargetPlan:
     """A target ready for lookup (see the module docstring). `classes` [N] int64 is every
@@ -250,7 +247,7 @@ def bank_lookup(plan: TargetPlan, indices: Tensor, *, out: str = "auto", impl: s
         q = bank_lookup_ref(plan, sel)
         if out == "dense":
             return q.to(dtype)
-        return _sparse_ref(plan, sel)
+        return bank_lookup_sparse_ref(plan, sel)
     cls, mode, alpha, beta, gamma = _src_args(plan)
     tabs = plan.tables(dtype)
     ns = torch.ops.sgan_fast
@@ -266,8 +263,8 @@ def bank_lookup(plan: TargetPlan, indices: Tensor, *, out: str = "auto", impl: s
     return op(idx, val, sel, cls, mode, alpha, beta, plan.num_classes)
 
 
-def _sparse_ref(plan: TargetPlan, sel: Tensor):
-    """The sparse form of the reference: the plan's K entries of each row (times alpha),
+def bank_lookup_sparse_ref(plan: TargetPlan, sel: Tensor):
+    """The sparse form of the specification (top-k plans): the plan's K entries of each row (times alpha),
     the label's weight added to the first entry of its class or else put in the extra column."""
     y = plan.classes[sel]
     rows = sel if plan.mode == 1 else y

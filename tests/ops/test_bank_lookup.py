@@ -8,11 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgan_fast.labels import SoftLabelBank
 from sgan_fast.nn import SoftLabelProjectionHead
 from sgan_fast.ops import softlabel_proj, why_unavailable
 from sgan_fast.ops.bank_lookup import BankLabels, TargetPlan, bank_lookup, bank_lookup_ref
-from sgan_fast.ops.softlabel_proj import softlabel_proj_ref
 
 from ..labels._banks import random_bank
 from ._softlabel_inputs import make_inputs
