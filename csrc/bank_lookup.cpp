@@ -45,8 +45,8 @@ LabelSource make_source(const Tensor& sel, const Tensor& cls, int64_t rows, bool
 }
 
 void check_topk_table(const Tensor& idx, const Tensor& val, const Tensor& sel) {
-  TORCH_CHECK(idx.dim() == 2 && val.sizes() == idx.sizes(),
-              "bank_lookup: top-k indices and values must both be [R, K]");
+  TORCH_CHECK(idx.dim() == 2 && val.sizes() == idx.sizes() && (idx.size(0) > 0 || idx.size(1) == 0),
+              "bank_lookup: top-k indices and values must both be [R, K] (R = 0 only with K = 0)");
   TORCH_CHECK((idx.scalar_type() == at::kLong || idx.scalar_type() == at::kInt) &&
                   idx.is_contiguous() && val.is_contiguous() && idx.device() == sel.device() &&
                   val.device() == sel.device(),

@@ -57,8 +57,10 @@ void check_dense(const Tensor& h, const Tensor& P, const Tensor& E, int64_t mode
 
 void check_topk(const Tensor& h, const Tensor& idx, const Tensor& val, int64_t mode) {
   TORCH_CHECK(idx.dim() == 2 && val.sizes() == idx.sizes() &&
-                  (mode == 0 ? idx.size(0) == h.size(0) && idx.size(1) >= 1 : true),
-              "softlabel_proj: top-k indices and values must be [B, K] (a bank table [R, K])");
+                  (mode == 0 ? idx.size(0) == h.size(0) && idx.size(1) >= 1
+                             : idx.size(0) > 0 || idx.size(1) == 0),
+              "softlabel_proj: top-k indices and values must be [B, K] (a bank table [R, K], "
+              "R = 0 only with K = 0)");
   TORCH_CHECK((idx.scalar_type() == at::kLong || (mode != 0 && idx.scalar_type() == at::kInt)) &&
                   idx.is_contiguous() && idx.device() == h.device(),
               "softlabel_proj: top-k indices must be contiguous int64 on h's device");

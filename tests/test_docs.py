@@ -22,3 +22,11 @@ def test_drop_in_example_runs(capsys):
     assert "fused: [('0', 'torch_legacy'), ('2', 'torch_legacy'), ('4', 'torch_legacy')]" in out
     loss = float(re.search(r"hinge loss: ([0-9.eE+-]+)", out).group(1))
     assert loss == pytest.approx(loss) and 0 <= loss < 10
+
+
+def test_soft_labels_example_runs(capsys):
+    example = _python_blocks(DOCS / "soft_labels.md")[0]
+    assert "SoftLabelBank" in example
+    exec(compile(example, "docs/soft_labels.md", "exec"), {"__name__": "__main__"})
+    diff = float(re.search(r"fused vs unfused: ([0-9.eE+-]+)", capsys.readouterr().out).group(1))
+    assert diff < 1e-5

@@ -178,6 +178,19 @@ def test_other_bad_input():
                        inp["w"], inp["bias"], inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"])
 
 
+def test_cpp_ops_refuse_an_empty_table_with_entries():
+    """A direct call with a [0, K] top-k table would make the kernels read K entries of nothing."""
+    sel, cls = torch.tensor([0]), torch.tensor([0, 1])
+    idx, val = torch.zeros(0, 3, dtype=torch.int32), torch.zeros(0, 3)
+    with pytest.raises(RuntimeError, match="R = 0 only with K = 0"):
+        torch.ops.sgan_fast.bank_lookup_sparse(idx, val, sel, cls, 1, 1.0, 0.0, 2)
+    inp = make_inputs(1, 2, 3, 1, "hard", torch.float32, "cpu", 0)
+    with pytest.raises(RuntimeError, match="R = 0 only with K = 0"):
+        torch.ops.sgan_fast.softlabel_proj_fwd_topk(
+            inp["h"], idx, val, inp["E"], inp["w"], inp["bias"], inp["u_E"], inp["v_E"],
+            inp["u_w"], inp["v_w"], sel, cls, 1, 1.0, 0.0)
+
+
 def test_fused_head_compiles_without_graph_breaks():
     bank = random_bank(30, 6, form="topk", K=3, seed=2)
     head = SoftLabelProjectionHead(8, 6, impl="cpu", check=False).eval()
