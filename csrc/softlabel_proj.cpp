@@ -159,6 +159,12 @@ struct Labels {
   }
 };
 
+// t as a contiguous tensor of the accumulation type A (float or double).
+template <typename A>
+Tensor widen(const Tensor& t) {
+  return t.to(c10::CppTypeToScalarType<A>::value).contiguous();
+}
+
 template <typename T>
 void fwd_cpu_kernel(const Tensor& h, const Labels<T>& lab, const Tensor& E, const Tensor& w,
                     const Tensor& bias, const Tensor& u_E, const Tensor& v_E, const Tensor& u_w,
@@ -185,6 +191,11 @@ void fwd_cpu_kernel(const Tensor& h, const Labels<T>& lab, const Tensor& E, cons
   const A b0 = static_cast<A>(bias.data_ptr<T>()[0]);
   T* op = out.data_ptr<T>();
   A* rp = raw.data_ptr<A>();
+  // Dense labels: the class scores h E^T [B, C] in A from one BLAS product (half inputs are
+  // widened first, so every product is exact and every sum is in A, as in the loops).
+  Tensor scores;
+  if (lab.dense) scores = at::mm(widen<A>(h), widen<A>(E).t());
+  const A* scp = lab.dense ? scores.data_ptr<A>() : nullptr;
   at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
       const T* hb = hp + b * F;
@@ -192,10 +203,7 @@ void fwd_cpu_kernel(const Tensor& h, const Labels<T>& lab, const Tensor& E, cons
       A S = 0;
       if (lab.dense) {
         const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
-        for (int64_t c = 0; c < C; ++c) {
-          const A p = lab.template q<A>(r, y, c, C);
-          if (p != A(0)) S += p * dot<T, A>(Ep + c * F, hb, F);
-        }
+        for (int64_t c = 0; c < C; ++c) S += lab.template q<A>(r, y, c, C) * scp[b * C + c];
       } else {
         lab.template for_entries<A>(b, C, [&](int64_t c, A v) { S += v * dot<T, A>(Ep + c * F, hb, F); });
       }
@@ -248,74 +256,80 @@ void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Labels<T>& lab, cons
   params_cpu<T, A>(gp, hp, raw.data_ptr<A>(), sp, u_w.data_ptr<A>()[0], v_w.data_ptr<A>(), B, F,
                    grad_w.data_ptr<T>(), grad_bias.data_ptr<T>(), dsE, dsw);
   T* ghp = grad_h.data_ptr<T>();
-  T* gPp = grad_P ? grad_P->data_ptr<T>() : nullptr;
-  // grad_h (and grad_P), one row of the batch at a time.
-  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<A> acc(F);
-    for (int64_t b = lo; b < hi; ++b) {
-      std::fill(acc.begin(), acc.end(), A(0));
-      const A gE = static_cast<A>(gp[b]) / sp[0], gw = static_cast<A>(gp[b]) / sp[1];
-      auto add_row = [&](int64_t c, A p) {
-        const T* er = Ep + c * F;
-        for (int64_t f = 0; f < F; ++f) acc[f] += p * static_cast<A>(er[f]);
-      };
-      if (lab.dense) {
-        const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
-        for (int64_t c = 0; c < C; ++c) {
-          const A p = lab.template q<A>(r, y, c, C);
-          if (p != A(0)) add_row(c, p);
-          if (gPp) gPp[b * C + c] = static_cast<T>(gE * dot<T, A>(Ep + c * F, hp + b * F, F));
-        }
-      } else {
-        lab.template for_entries<A>(b, C, add_row);
-      }
-      for (int64_t f = 0; f < F; ++f)
-        ghp[b * F + f] = add_rounded<T, A>(gw * static_cast<A>(wp[f]), gE * acc[f]);
-    }
-  });
   T* gEp = grad_E.data_ptr<T>();
   if (lab.dense) {
-    // grad_E rows in parallel: sum over the batch of q[b, c] g_b / s_E h_b.
-    std::vector<int64_t> rows(B), ys(B);
-    for (int64_t b = 0; b < B; ++b) {
-      rows[b] = lab.src.row(b);
-      ys[b] = lab.src.label(b, C);
-    }
-    at::parallel_for(0, C, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<A> acc(F);
-      for (int64_t c = lo; c < hi; ++c) {
-        std::fill(acc.begin(), acc.end(), A(0));
-        for (int64_t b = 0; b < B; ++b) {
-          const A coef = lab.template q<A>(rows[b], ys[b], c, C) * (static_cast<A>(gp[b]) / sp[0]);
-          if (coef == A(0)) continue;
-          const T* hb = hp + b * F;
-          for (int64_t f = 0; f < F; ++f) acc[f] += coef * static_cast<A>(hb[f]);
-        }
-        for (int64_t f = 0; f < F; ++f)
-          gEp[c * F + f] = add_rounded<T, A>(acc[f], dsE * uE[c] * vE[f]);
+    // Qg = q g / s_E [B, C] in A; grad_h's label part Qg E and grad_E's Qg^T h are BLAS
+    // products in A (half inputs widened first).
+    const Tensor Ew = widen<A>(E), hw = widen<A>(h);
+    Tensor Qg = at::empty({B, C}, Ew.options());
+    A* qp = Qg.data_ptr<A>();
+    at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
+        const A gE = static_cast<A>(gp[b]) / sp[0];
+        for (int64_t c = 0; c < C; ++c) qp[b * C + c] = lab.template q<A>(r, y, c, C) * gE;
       }
     });
-  } else {
-    // Top-k: scatter into an accumulation-typed buffer; columns in parallel so that no two
-    // threads ever add to the same element (deterministic, no atomics).
-    std::vector<A> ws(static_cast<size_t>(C * F), A(0));
-    at::parallel_for(0, F, 64, [&](int64_t f0, int64_t f1) {
-      for (int64_t b = 0; b < B; ++b) {
-        const A gE = static_cast<A>(gp[b]) / sp[0];
-        const T* hb = hp + b * F;
-        lab.template for_entries<A>(b, C, [&](int64_t c, A v) {
-          A* row = ws.data() + c * F;
-          const A coef = v * gE;
-          for (int64_t f = f0; f < f1; ++f) row[f] += coef * static_cast<A>(hb[f]);
-        });
+    const Tensor gh_label = at::mm(Qg, Ew), gE_label = at::mm(Qg.t(), hw);
+    const A *ghl = gh_label.data_ptr<A>(), *gEl = gE_label.data_ptr<A>();
+    at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        const A gw = static_cast<A>(gp[b]) / sp[1];
+        for (int64_t f = 0; f < F; ++f)
+          ghp[b * F + f] = add_rounded<T, A>(gw * static_cast<A>(wp[f]), ghl[b * F + f]);
       }
     });
     at::parallel_for(0, C, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t c = lo; c < hi; ++c)
         for (int64_t f = 0; f < F; ++f)
-          gEp[c * F + f] = add_rounded<T, A>(ws[c * F + f], dsE * uE[c] * vE[f]);
+          gEp[c * F + f] = add_rounded<T, A>(gEl[c * F + f], dsE * uE[c] * vE[f]);
     });
+    if (grad_P) {
+      const Tensor scores = at::mm(hw, Ew.t());  // h E^T [B, C]
+      const A* scp = scores.data_ptr<A>();
+      T* gPp = grad_P->data_ptr<T>();
+      at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t b = lo; b < hi; ++b) {
+          const A gE = static_cast<A>(gp[b]) / sp[0];
+          for (int64_t c = 0; c < C; ++c) gPp[b * C + c] = static_cast<T>(gE * scp[b * C + c]);
+        }
+      });
+    }
+    return;
   }
+  // Top-k: grad_h one row of the batch at a time.
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<A> acc(F);
+    for (int64_t b = lo; b < hi; ++b) {
+      std::fill(acc.begin(), acc.end(), A(0));
+      const A gE = static_cast<A>(gp[b]) / sp[0], gw = static_cast<A>(gp[b]) / sp[1];
+      lab.template for_entries<A>(b, C, [&](int64_t c, A p) {
+        const T* er = Ep + c * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += p * static_cast<A>(er[f]);
+      });
+      for (int64_t f = 0; f < F; ++f)
+        ghp[b * F + f] = add_rounded<T, A>(gw * static_cast<A>(wp[f]), gE * acc[f]);
+    }
+  });
+  // Top-k grad_E: scatter into an accumulation-typed buffer; columns in parallel so that no
+  // two threads ever add to the same element (deterministic, no atomics).
+  std::vector<A> ws(static_cast<size_t>(C * F), A(0));
+  at::parallel_for(0, F, 64, [&](int64_t f0, int64_t f1) {
+    for (int64_t b = 0; b < B; ++b) {
+      const A gE = static_cast<A>(gp[b]) / sp[0];
+      const T* hb = hp + b * F;
+      lab.template for_entries<A>(b, C, [&](int64_t c, A v) {
+        A* row = ws.data() + c * F;
+        const A coef = v * gE;
+        for (int64_t f = f0; f < f1; ++f) row[f] += coef * static_cast<A>(hb[f]);
+      });
+    }
+  });
+  at::parallel_for(0, C, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c)
+      for (int64_t f = 0; f < F; ++f)
+        gEp[c * F + f] = add_rounded<T, A>(ws[c * F + f], dsE * uE[c] * vE[f]);
+  });
 }
 
 std::tuple<Tensor, Tensor, Tensor> alloc_fwd(const Tensor& h) {

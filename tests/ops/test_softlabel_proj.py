@@ -83,13 +83,15 @@ def _dense_labels(labels, C):
 
 def _cancellation_floors(inp, C):
     """Size of the terms each gradient is a difference of, in float64: G/s * max(1, |W|_F/s)
-    for E and w (the rank-one term through s is at most that), and the two summands of grad_h."""
+    for E and w (the rank-one term through s is at most that; G summed over the batch in
+    absolute value), and the two summands of grad_h."""
     d = {k: inp[k].detach().cpu().double() for k in ("h", "E", "w", "grad_out")}
     s_E, s_w = (abs(x.item()) for x in spectral_scales_ref(
         d["E"], d["w"], *(inp[k].cpu().double() for k in ("u_E", "v_E", "u_w", "v_w"))))
     P, g, h = _dense_labels(inp["labels"], C), d["grad_out"][:, None], d["h"]
-    G_E = P.t() @ (g * h) / s_E
-    G_w = (g * h).sum(0) / s_w
+    # the batch sums cancel too: their size is that of their terms, |g| |h|
+    G_E = P.abs().t() @ (g * h).abs() / s_E
+    G_w = (g * h).abs().sum(0) / s_w
     return dict(
         E=G_E.norm().item() * max(1.0, d["E"].norm().item() / s_E),
         w=G_w.norm().item() * max(1.0, d["w"].norm().item() / s_w),
