@@ -92,7 +92,8 @@ class BuildExt(cpp_extension.BuildExtension):
 
 
 setup(
-    packages=["sgan_fast", "sgan_fast.ops", "sgan_fast.nn", "sgan_fast.labels", "sgan_fast.kernels"],
+    packages=["sgan_fast", "sgan_fast.ops", "sgan_fast.nn", "sgan_fast.labels", "sgan_fast.data",
+              "sgan_fast.kernels"],
     package_dir={"sgan_fast.kernels": "kernels"},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
