@@ -1,7 +1,8 @@
-"""Data: imbalanced subsets of datasets and the samplers that draw batches from them."""
+"""Data: datasets, imbalanced subsets of them, and the samplers that draw batches."""
 
+from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k, read_idx
 from .imbalance import ImbalancedSubset, make_imbalanced, profile_counts, reference_counts
 from .samplers import BatchSampler
 
-__all__ = ["BatchSampler", "ImbalancedSubset", "make_imbalanced", "profile_counts",
-           "reference_counts"]
+__all__ = ["ArrayDataset", "BatchSampler", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
+           "mnist", "mnist_5k", "profile_counts", "read_idx", "reference_counts"]

