@@ -1,8 +1,9 @@
 """Data: datasets, imbalanced subsets of them, and the samplers that draw batches."""
 
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k, read_idx
+from .gpu_loader import GPUResidentLoader
 from .imbalance import ImbalancedSubset, make_imbalanced, profile_counts, reference_counts
 from .samplers import BatchSampler
 
-__all__ = ["ArrayDataset", "BatchSampler", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
+__all__ = ["ArrayDataset", "BatchSampler", "GPUResidentLoader", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
            "mnist", "mnist_5k", "profile_counts", "read_idx", "reference_counts"]

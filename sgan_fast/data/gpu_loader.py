@@ -1,0 +1,111 @@
+"""The GPU-resident loader: the whole uint8 dataset on the training device.
+
+    loader = GPUResidentLoader(dataset, sampler, device="cuda")
+    for step, (images, labels, indices) in loader:          # one batch per step, forever
+        ...  # images [B, C, H, W] float in [-1, 1] (or uint8), labels and indices int64
+
+At the start of each epoch the sampler's batches for that epoch and the random flips are
+moved to (or drawn on) the device in one go; every step after that is a gather, an optional
+horizontal flip and a conversion, all on the device, with no host-to-device copy and no
+host-side index work. The batches depend only on (sampler seed, epoch) and the flips on
+(flip seed, epoch, device type: CPU and CUDA generators differ), so a run resumed at step s
+gets exactly the batches it would have had.
+This is the default loader for datasets that fit in device memory (N H W C bytes).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+
+from .datasets import ArrayDataset
+from .samplers import BatchSampler
+
+OUTPUTS = ("float", "uint8")
+
+
+class GPUResidentLoader:
+    """Batches (images, labels, indices) of an ArrayDataset, drawn by a BatchSampler, on `device`.
+
+    output: "float" -> images in [-1, 1] of `dtype` (x / 127.5 - 1); "uint8" -> the pixels.
+    flip: mirror each image horizontally with probability 1/2 (seeded by flip_seed, epoch).
+    channels_last: images in torch.channels_last memory format (same NCHW shape).
+    """
+
+    def __init__(self, dataset: ArrayDataset, sampler: BatchSampler, *, device="cuda",
+                 output: str = "float", dtype: torch.dtype = torch.float32, flip: bool = True,
+                 flip_seed: int = 0, channels_last: bool = False):
+        if not isinstance(dataset, ArrayDataset):
+            raise TypeError(f"the GPU-resident loader takes an ArrayDataset, got {type(dataset).__name__} "
+                            "(image folders: use the DALI or the DataLoader loader)")
+        if sampler.num_images != len(dataset):
+            raise ValueError(f"the sampler draws from {sampler.num_images} images but the dataset "
+                             f"has {len(dataset)}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        if output == "float" and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be floating for output='float', got {dtype}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but there is no GPU (torch.cuda.is_available() is "
+                               "False); pass device='cpu'")
+        need = dataset.images.nbytes
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > 0.8 * free:
+                raise MemoryError(f"the dataset takes {need / 2**30:.1f} GiB but only "
+                                  f"{free / 2**30:.1f} GiB of device memory is free; use a "
+                                  "streaming loader (DALI or the DataLoader fallback)")
+        self.dataset, self.sampler = dataset, sampler
+        self.output, self.dtype, self.flip = output, dtype, flip
+        self.flip_seed, self.channels_last = int(flip_seed), channels_last
+        self.images = torch.from_numpy(dataset.images).to(self.device)   # [N, H, W, C] uint8
+        self.labels = torch.from_numpy(dataset.labels).to(self.device)   # [N] int64
+        self._epoch: Optional[int] = None
+        self._batches = self._flips = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    def _load_epoch(self, epoch: int) -> None:
+        self._batches = torch.from_numpy(self.sampler.epoch_indices(epoch)).to(self.device)
+        if self.flip:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(self.flip_seed * 1_000_003 + epoch)
+            self._flips = torch.rand(self._batches.shape, generator=g, device=self.device) < 0.5
+        self._epoch = epoch
+
+    def batch(self, step: int):
+        """(images, labels, indices) of global step `step`."""
+        epoch, offset = divmod(int(step), self.sampler.steps_per_epoch)
+        if epoch != self._epoch:
+            self._load_epoch(epoch)
+        idx = self._batches[offset]
+        x = self.images.index_select(0, idx).permute(0, 3, 1, 2)          # [B, C, H, W] view
+        if self.flip:
+            x = torch.where(self._flips[offset].view(-1, 1, 1, 1), x.flip(-1), x)
+        if self.output == "float":
+            x = x.to(self.dtype).div_(127.5).sub_(1.0)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format), self.labels.index_select(0, idx), idx
+
+    def __iter__(self) -> Iterator[tuple]:
+        """(step, (images, labels, indices)) from the sampler's current step on, forever; the
+        sampler's step follows, so its state_dict() resumes after the last batch taken."""
+        step = self.sampler.step
+        while True:
+            batch = self.batch(step)
+            step += 1
+            self.sampler.step = step
+            yield step - 1, batch
+
+    def state_dict(self) -> dict:
+        return dict(sampler=self.sampler.state_dict(), flip_seed=self.flip_seed, flip=self.flip)
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("flip") != self.flip or state.get("flip_seed") != self.flip_seed:
+            raise ValueError("loader state was saved with other flip settings "
+                             f"(flip={state.get('flip')}, flip_seed={state.get('flip_seed')})")
+        self.sampler.load_state_dict(state["sampler"])
