@@ -1,0 +1,107 @@
+"""Images per second of the data loaders, at 32, 64 and 128 px.
+
+    python benchmarks/bench_data.py [--resolutions 32 64 128] [--batch 256] [--steps 200]
+        [--csv benchmarks/results/data.csv] [--md table.md]
+
+Loaders measured so far: gpu_resident (the whole uint8 dataset on the device; a gather, a
+random horizontal flip and the conversion to float in [-1, 1] per step), with float and uint8
+output. The DALI and DataLoader loaders join this script when they land (issue #5).
+
+Data: N random uint8 RGB images (N = 50,000 on a GPU, 5,000 on CPU), class-balanced
+sampling, batch 256. Per row: images/s and the median, p20 and p80 step time over --steps
+steps after a warm-up epoch (CUDA events on a GPU, perf_counter on CPU), with the device,
+versions and date. Target (issue #5): at least 50k images/s at 32 px on an H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import append_csv  # noqa: E402
+
+from sgan_fast.data import ArrayDataset, BatchSampler, GPUResidentLoader  # noqa: E402
+
+
+def step_times(loader, steps, gpu):
+    it = iter(loader)
+    for _ in range(loader.sampler.steps_per_epoch + 5):   # warm-up, across an epoch boundary
+        next(it)
+    times = []
+    for _ in range(steps):
+        if gpu:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            next(it)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3)
+        else:
+            t0 = time.perf_counter()
+            next(it)
+            times.append((time.perf_counter() - t0) * 1e6)
+    times.sort()
+    return statistics.median(times), times[int(0.2 * (len(times) - 1))], times[int(0.8 * (len(times) - 1))]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resolutions", nargs="+", type=int, default=[32, 64, 128])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--num-images", type=int, default=None)
+    ap.add_argument("--csv", default=os.path.join(os.path.dirname(__file__), "results", "data.csv"))
+    ap.add_argument("--md", default=None)
+    args = ap.parse_args(argv)
+    gpu = torch.cuda.is_available()
+    device = "cuda" if gpu else "cpu"
+    N = args.num_images or (50_000 if gpu else 5_000)
+    name = torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu"
+    date = datetime.date.today().isoformat()
+    print(f"# data loaders on {name}; torch {torch.__version__}, {date}; N={N}, batch {args.batch}")
+    rows = []
+    for res in args.resolutions:
+        g = np.random.default_rng(0)
+        ds = ArrayDataset(g.integers(0, 256, (N, res, res, 3), dtype=np.uint8), g.integers(0, 10, N),
+                          num_classes=10)
+        for output in ("float", "uint8"):
+            sampler = BatchSampler(ds.labels, args.batch, mode="class_balanced", seed=0)
+            loader = GPUResidentLoader(ds, sampler, device=device, output=output, flip=True)
+            med, p20, p80 = step_times(loader, args.steps, gpu)
+            rows.append(dict(loader="gpu_resident", output=output, resolution=res, batch=args.batch,
+                             num_images=N, images_per_s=round(args.batch / (med * 1e-6)),
+                             median_us=round(med, 2), p20_us=round(p20, 2), p80_us=round(p80, 2),
+                             device=name, torch=torch.__version__, date=date))
+            r = rows[-1]
+            print(f"  gpu_resident {output:<5} {res:>3} px: {r['images_per_s']:>10} images/s "
+                  f"(median {med:.1f} us per batch)", flush=True)
+            del loader
+        del ds
+        if gpu:
+            torch.cuda.empty_cache()
+    append_csv(args.csv, rows)
+    head = ["loader", "output", "px", "images/s", "median us", "p20 us", "p80 us"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append(f"| {r['loader']} | {r['output']} | {r['resolution']} | {r['images_per_s']} | "
+                     f"{r['median_us']} | {r['p20_us']} | {r['p80_us']} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(table)
+
+
+if __name__ == "__main__":
+    main()
