@@ -2,8 +2,9 @@
 
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k, read_idx
 from .gpu_loader import GPUResidentLoader
+from .image_folder import IMAGE_EXTENSIONS, ImageFolder
 from .imbalance import ImbalancedSubset, make_imbalanced, profile_counts, reference_counts
 from .samplers import BatchSampler
 
-__all__ = ["ArrayDataset", "BatchSampler", "GPUResidentLoader", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
+__all__ = ["ArrayDataset", "BatchSampler", "GPUResidentLoader", "IMAGE_EXTENSIONS", "ImageFolder", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
            "mnist", "mnist_5k", "profile_counts", "read_idx", "reference_counts"]

@@ -48,7 +48,10 @@ class ArrayDataset(torch.utils.data.Dataset):
         if len(y) and (y.min() < 0 or y.max() >= C):
             bad = int(np.flatnonzero((y < 0) | (y >= C))[0])
             raise ValueError(f"label of image {bad} is {int(y[bad])}, outside [0, C={C})")
-        self.images, self.labels = np.ascontiguousarray(x), y.astype(np.int64)
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:  # e.g. np.frombuffer; torch.from_numpy needs a writable array
+            x = x.copy()
+        self.images, self.labels = x, y.astype(np.int64)
         self.num_classes, self.name = C, name
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(C))
         if len(self.class_names) != C:
