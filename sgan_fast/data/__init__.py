@@ -5,6 +5,7 @@ from .gpu_loader import GPUResidentLoader
 from .image_folder import IMAGE_EXTENSIONS, ImageFolder
 from .imbalance import ImbalancedSubset, make_imbalanced, profile_counts, reference_counts
 from .samplers import BatchSampler
+from .torch_loader import TorchLoader
 
 __all__ = ["ArrayDataset", "BatchSampler", "GPUResidentLoader", "IMAGE_EXTENSIONS", "ImageFolder", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
-           "mnist", "mnist_5k", "profile_counts", "read_idx", "reference_counts"]
+           "TorchLoader", "mnist", "mnist_5k", "profile_counts", "read_idx", "reference_counts"]

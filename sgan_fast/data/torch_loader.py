@@ -1,0 +1,99 @@
+"""The portable loader: torch DataLoader workers decode (Pillow for image folders), the batch
+is moved to the device, flipped and converted there. Same contract as GPUResidentLoader:
+
+    loader = TorchLoader(dataset, sampler, device="cuda", num_workers=4)
+    for step, (images, labels, indices) in loader:   # [B, C, H, W] float in [-1, 1] (or uint8)
+        ...
+
+The batches are the sampler's (batch_at(step)), so they depend only on (seed, step); the
+loader counts the batches it has handed out, and its state_dict resumes after the last one
+(workers may have decoded a few more ahead; those are simply decoded again). A worker's
+error (a corrupt file, say) is raised in the main process with its message.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .samplers import BatchSampler
+
+OUTPUTS = ("float", "uint8")
+
+
+class _Batches:
+    """The sampler's batches from a step on, forever, as lists (a DataLoader batch_sampler)."""
+
+    def __init__(self, sampler: BatchSampler, start: int):
+        self.sampler, self.start = sampler, start
+
+    def __iter__(self):
+        it = self.sampler.iterate(self.start)
+        while True:
+            yield next(it)[1].tolist()
+
+
+def _collate(items):
+    images = torch.stack([it[0] for it in items])
+    labels = torch.tensor([it[1] for it in items], dtype=torch.int64)
+    indices = torch.tensor([it[2] for it in items], dtype=torch.int64)
+    return images, labels, indices
+
+
+class TorchLoader:
+    """Batches (images, labels, indices) of any dataset whose items are (uint8 [C, H, W],
+    class, index) - ImageFolder, ArrayDataset - drawn by a BatchSampler, on `device`."""
+
+    def __init__(self, dataset, sampler: BatchSampler, *, device="cpu", output: str = "float",
+                 dtype: torch.dtype = torch.float32, flip: bool = True, flip_seed: int = 0,
+                 num_workers: int = 0, channels_last: bool = False):
+        if sampler.num_images != len(dataset):
+            raise ValueError(f"the sampler draws from {sampler.num_images} images but the dataset "
+                             f"has {len(dataset)}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but there is no GPU; pass device='cpu'")
+        self.dataset, self.sampler = dataset, sampler
+        self.output, self.dtype, self.flip, self.flip_seed = output, dtype, flip, int(flip_seed)
+        self.num_workers, self.channels_last = num_workers, channels_last
+        self.step = sampler.step
+
+    def _flips(self, step: int) -> torch.Tensor:
+        rng = np.random.default_rng(np.random.SeedSequence([self.flip_seed, int(step), 0xF1]))
+        return torch.from_numpy(rng.random(self.sampler.batch_size) < 0.5)
+
+    def _finish(self, step: int, images, labels, indices):
+        x = images.to(self.device, non_blocking=True)
+        if self.flip:
+            x = torch.where(self._flips(step).to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        if self.output == "float":
+            x = x.to(self.dtype).div_(127.5).sub_(1.0)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return (x.contiguous(memory_format=fmt), labels.to(self.device, non_blocking=True),
+                indices.to(self.device, non_blocking=True))
+
+    def __iter__(self) -> Iterator[tuple]:
+        start = self.step
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=_Batches(self.sampler, start), collate_fn=_collate,
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False)
+        for step, (images, labels, indices) in enumerate(loader, start):
+            self.step = step + 1
+            self.sampler.step = step + 1
+            yield step, self._finish(step, images, labels, indices)
+
+    def state_dict(self) -> dict:
+        return dict(sampler=dict(self.sampler.state_dict(), step=self.step), flip=self.flip,
+                    flip_seed=self.flip_seed)
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("flip") != self.flip or state.get("flip_seed") != self.flip_seed:
+            raise ValueError("loader state was saved with other flip settings "
+                             f"(flip={state.get('flip')}, flip_seed={state.get('flip_seed')})")
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = self.sampler.step
