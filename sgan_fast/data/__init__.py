@@ -1,5 +1,6 @@
 """Data: datasets, imbalanced subsets of them, and the samplers that draw batches."""
 
+from .dali_loader import DALILoader
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k, read_idx
 from .gpu_loader import GPUResidentLoader
 from .image_folder import IMAGE_EXTENSIONS, ImageFolder
@@ -7,5 +8,5 @@ from .imbalance import ImbalancedSubset, make_imbalanced, profile_counts, refere
 from .samplers import BatchSampler
 from .torch_loader import TorchLoader
 
-__all__ = ["ArrayDataset", "BatchSampler", "GPUResidentLoader", "IMAGE_EXTENSIONS", "ImageFolder", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
+__all__ = ["ArrayDataset", "BatchSampler", "DALILoader", "GPUResidentLoader", "IMAGE_EXTENSIONS", "ImageFolder", "ImbalancedSubset", "fashion_mnist", "make_imbalanced",
            "TorchLoader", "mnist", "mnist_5k", "profile_counts", "read_idx", "reference_counts"]

@@ -1,0 +1,163 @@
+"""The DALI loader for image folders (optional extra: pip install "sgan-fast[dali]").
+
+    loader = DALILoader(ImageFolder("data/train"), sampler, resolution=64, device="cuda")
+    for step, (images, labels, indices) in loader:   # same contract as the other loaders
+        ...
+
+File bytes, classes, dataset indices and flip flags go into the pipeline through
+external_source in the sampler's order (batch_at(step)); the pipeline decodes ("mixed", on the
+GPU, for device="cuda"; CPU operators with device_id=None for device="cpu", which is how CI
+tests it), resizes the shorter side to the resolution (cubic, antialiased), centre-crops,
+flips and lays the batch out as NCHW uint8; the float conversion happens in torch. Flip flags
+come from (flip_seed, step) as in TorchLoader, so a resumed run sees the same batches.
+
+A file DALI cannot decode raises a ValueError naming it (the loader re-reads the failed
+batch's files with Pillow to find which one). Without DALI installed, building the loader
+says how to install it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .image_folder import ImageFolder
+from .samplers import BatchSampler
+
+INSTALL_HINT = ('the DALI loader needs NVIDIA DALI: pip install "sgan-fast[dali]" (the package '
+                'nvidia-dali-cuda130; nvidia-dali-cuda120 for CUDA 12), or use TorchLoader')
+
+
+def _dali():
+    try:
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        from nvidia.dali import pipeline_def
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
+    return fn, types, pipeline_def, DALIGenericIterator
+
+
+class DALILoader:
+    """Batches (images, labels, indices) of an ImageFolder through an NVIDIA DALI pipeline."""
+
+    def __init__(self, folder: ImageFolder, sampler: BatchSampler, *, resolution: int,
+                 device="cuda", output: str = "float", dtype: torch.dtype = torch.float32,
+                 flip: bool = True, flip_seed: int = 0, num_threads: int = 4,
+                 channels_last: bool = False):
+        fn, types, pipeline_def, self._Iterator = _dali()
+        if not isinstance(folder, ImageFolder):
+            raise TypeError(f"the DALI loader reads image folders, got {type(folder).__name__} "
+                            "(arrays: use GPUResidentLoader)")
+        if sampler.num_images != len(folder):
+            raise ValueError(f"the sampler draws from {sampler.num_images} images but the folder "
+                             f"has {len(folder)}")
+        if output not in ("float", "uint8"):
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        if not isinstance(resolution, int) or resolution < 1:
+            raise ValueError(f"resolution must be a positive number of pixels, got {resolution!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but there is no GPU; pass device='cpu' (DALI CPU mode)")
+        self.folder, self.sampler, self.resolution = folder, sampler, resolution
+        self.output, self.dtype, self.flip, self.flip_seed = output, dtype, flip, int(flip_seed)
+        self.channels_last = channels_last
+        self.step = sampler.step
+        self._num_threads = num_threads
+        self._fn, self._types, self._pipeline_def = fn, types, pipeline_def
+
+    # --- the pipeline ------------------------------------------------------------------------
+
+    def _flips(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng(np.random.SeedSequence([self.flip_seed, int(step), 0xF1]))
+        return rng.random(self.sampler.batch_size) < 0.5
+
+    def _read(self, rel: str) -> np.ndarray:
+        return np.fromfile(os.path.join(self.folder.root, rel), dtype=np.uint8)
+
+    def _source(self, start: int):
+        def batch(info):
+            step = start + int(getattr(info, "iteration", info))  # BatchInfo or iteration
+            idx = self.sampler.batch_at(step)
+            files = [self._read(self.folder.paths[i]) for i in idx]
+            labels = [np.array([self.folder.labels[i]], dtype=np.int64) for i in idx]
+            indices = [np.array([i], dtype=np.int64) for i in idx]
+            flips = [np.array(f if self.flip else False, dtype=np.int32) for f in self._flips(step)]
+            return files, labels, indices, flips
+        return batch
+
+    def _build(self, start: int):
+        fn, types = self._fn, self._types
+        gpu = self.device.type == "cuda"
+        res, channels = self.resolution, self.folder.channels
+
+        @self._pipeline_def(batch_size=self.sampler.batch_size, num_threads=self._num_threads,
+                            device_id=(self.device.index or 0) if gpu else None,
+                            prefetch_queue_depth=2)
+        def pipe():
+            data, labels, indices, flips = fn.external_source(
+                source=self._source(start), num_outputs=4, batch=True,
+                dtype=[types.UINT8, types.INT64, types.INT64, types.INT32])
+            img = fn.decoders.image(data, device="mixed" if gpu else "cpu",
+                                    output_type=types.RGB if channels == 3 else types.GRAY)
+            img = fn.resize(img, resize_shorter=res, interp_type=types.INTERP_CUBIC, antialias=True)
+            img = fn.crop(img, crop=(res, res), out_of_bounds_policy="trim_to_shape")
+            img = fn.flip(img, horizontal=flips)
+            img = fn.transpose(img, perm=[2, 0, 1])
+            return img, labels.gpu() if gpu else labels, indices.gpu() if gpu else indices
+
+        p = pipe()
+        p.build()
+        return self._Iterator([p], ["images", "labels", "indices"], auto_reset=False)
+
+    # --- iteration ---------------------------------------------------------------------------
+
+    def _finish(self, batch):
+        x = batch["images"].to(self.device)
+        if self.output == "float":
+            x = x.to(self.dtype).div_(127.5).sub_(1.0)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return (x.contiguous(memory_format=fmt), batch["labels"].view(-1).to(self.device),
+                batch["indices"].view(-1).to(self.device))
+
+    def _name_bad_file(self, step: int, exc: Exception):
+        # the pipeline runs ahead (prefetch depth 2): the bad file is in one of three batches
+        for s in range(step, step + 3):
+            for i in self.sampler.batch_at(s):
+                try:
+                    self.folder._decode(self.folder.paths[i])
+                except ValueError as bad:
+                    return ValueError(f"DALI could not decode a file of step {s}: {bad}")
+        return RuntimeError(f"the DALI pipeline failed at step {step}: {exc}")
+
+    def __iter__(self) -> Iterator[tuple]:
+        start = self.step
+        it = None
+        step = start
+        while True:
+            try:
+                if it is None:
+                    it = self._build(start)  # the iterator runs the first batches at once
+                batch = next(it)[0]
+            except StopIteration:
+                return
+            except Exception as exc:  # DALI reports decode errors without the file's name
+                raise self._name_bad_file(step, exc) from exc
+            self.step = self.sampler.step = step + 1
+            yield step, self._finish(batch)
+            step += 1
+
+    def state_dict(self) -> dict:
+        return dict(sampler=dict(self.sampler.state_dict(), step=self.step), flip=self.flip,
+                    flip_seed=self.flip_seed)
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("flip") != self.flip or state.get("flip_seed") != self.flip_seed:
+            raise ValueError("loader state was saved with other flip settings "
+                             f"(flip={state.get('flip')}, flip_seed={state.get('flip_seed')})")
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = self.sampler.step
