@@ -73,3 +73,22 @@ def test_torch_loader_bad_arguments(tmp_path):
         TorchLoader(ds, BatchSampler(np.zeros(3, np.int64), 2))
     with pytest.raises(ValueError, match="output must be"):
         TorchLoader(ds, BatchSampler(ds.labels, 2), output="half")
+
+
+def test_make_loader_picks_by_dataset_and_device(tmp_path):
+    from sgan_fast.data import DALILoader, make_loader
+
+    root, _ = _folder(tmp_path)
+    folder = ImageFolder(root)
+    arrays = folder.to_arrays(progress=False)
+    assert isinstance(make_loader(arrays, BatchSampler(arrays.labels, 2), device="cpu"), GPUResidentLoader)
+    assert isinstance(make_loader(folder, BatchSampler(folder.labels, 2), device="cpu"), TorchLoader)
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return
+    loader = make_loader(folder, BatchSampler(folder.labels, 2), device="cpu", kind="dali",
+                         resolution=8)
+    assert isinstance(loader, DALILoader)
+    with pytest.raises(ValueError, match="unknown loader kind"):
+        make_loader(folder, BatchSampler(folder.labels, 2), kind="fast")
