@@ -30,3 +30,16 @@ def test_soft_labels_example_runs(capsys):
     exec(compile(example, "docs/soft_labels.md", "exec"), {"__name__": "__main__"})
     diff = float(re.search(r"fused vs unfused: ([0-9.eE+-]+)", capsys.readouterr().out).group(1))
     assert diff < 1e-5
+
+
+@pytest.mark.skipif(not pathlib.Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+def test_data_example_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes its manifest to the working directory
+    example = _python_blocks(DOCS / "data.md")[0]
+    exec(compile(example, "docs/data.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert "torch.Size([256, 1, 28, 28]) torch.float32 True" in out
+    counts = [int(c) for c in re.findall(r"\[([0-9, ]+)\]", out)[-1].split(",")]
+    assert sum(counts) == 14886 and max(counts) == 6000 and min(counts) == 60
+    assert (tmp_path / "fmnist_lt100.npz").exists()
