@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ._loader_state import ResumableLoader, step_flips
 from .image_folder import ImageFolder
 from .samplers import BatchSampler
 
@@ -42,7 +43,7 @@ def _dali():
     return fn, types, pipeline_def, DALIGenericIterator
 
 
-class DALILoader:
+class DALILoader(ResumableLoader):
     """Batches (images, labels, indices) of an ImageFolder through an NVIDIA DALI pipeline."""
 
     def __init__(self, folder: ImageFolder, sampler: BatchSampler, *, resolution: int,
@@ -72,10 +73,6 @@ class DALILoader:
 
     # --- the pipeline ------------------------------------------------------------------------
 
-    def _flips(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng(np.random.SeedSequence([self.flip_seed, int(step), 0xF1]))
-        return rng.random(self.sampler.batch_size) < 0.5
-
     def _read(self, rel: str) -> np.ndarray:
         return np.fromfile(os.path.join(self.folder.root, rel), dtype=np.uint8)
 
@@ -86,7 +83,7 @@ class DALILoader:
             files = [self._read(self.folder.paths[i]) for i in idx]
             labels = [np.array([self.folder.labels[i]], dtype=np.int64) for i in idx]
             indices = [np.array([i], dtype=np.int64) for i in idx]
-            flips = [np.array(f if self.flip else False, dtype=np.int32) for f in self._flips(step)]
+            flips = [np.array(f if self.flip else False, dtype=np.int32) for f in step_flips(self.flip_seed, step, self.sampler.batch_size)]
             return files, labels, indices, flips
         return batch
 
@@ -150,14 +147,3 @@ class DALILoader:
             self.step = self.sampler.step = step + 1
             yield step, self._finish(batch)
             step += 1
-
-    def state_dict(self) -> dict:
-        return dict(sampler=dict(self.sampler.state_dict(), step=self.step), flip=self.flip,
-                    flip_seed=self.flip_seed)
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("flip") != self.flip or state.get("flip_seed") != self.flip_seed:
-            raise ValueError("loader state was saved with other flip settings "
-                             f"(flip={state.get('flip')}, flip_seed={state.get('flip_seed')})")
-        self.sampler.load_state_dict(state["sampler"])
-        self.step = self.sampler.step

@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ._labels import class_labels
+
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
@@ -42,16 +44,11 @@ class ArrayDataset(torch.utils.data.Dataset):
             raise ValueError(f"images must be [N, H, W, C] with C = 1 or 3, got shape {x.shape}")
         if y.ndim != 1 or len(y) != len(x):
             raise ValueError(f"labels must be [N={len(x)}], got shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"labels must be integers, got {y.dtype}")
-        C = int(num_classes) if num_classes is not None else (int(y.max()) + 1 if len(y) else 0)
-        if len(y) and (y.min() < 0 or y.max() >= C):
-            bad = int(np.flatnonzero((y < 0) | (y >= C))[0])
-            raise ValueError(f"label of image {bad} is {int(y[bad])}, outside [0, C={C})")
+        y, C = class_labels(y, num_classes)
         x = np.ascontiguousarray(x)
         if not x.flags.writeable:  # e.g. np.frombuffer; torch.from_numpy needs a writable array
             x = x.copy()
-        self.images, self.labels = x, y.astype(np.int64)
+        self.images, self.labels = x, y
         self.num_classes, self.name = C, name
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(C))
         if len(self.class_names) != C:

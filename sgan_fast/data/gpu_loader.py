@@ -19,13 +19,14 @@ from typing import Iterator, Optional
 
 import torch
 
+from ._loader_state import ResumableLoader
 from .datasets import ArrayDataset
 from .samplers import BatchSampler
 
 OUTPUTS = ("float", "uint8")
 
 
-class GPUResidentLoader:
+class GPUResidentLoader(ResumableLoader):
     """Batches (images, labels, indices) of an ArrayDataset, drawn by a BatchSampler, on `device`.
 
     output: "float" -> images in [-1, 1] of `dtype` (x / 127.5 - 1); "uint8" -> the pixels.
@@ -62,6 +63,7 @@ class GPUResidentLoader:
         self.flip_seed, self.channels_last = int(flip_seed), channels_last
         self.images = torch.from_numpy(dataset.images).to(self.device)   # [N, H, W, C] uint8
         self.labels = torch.from_numpy(dataset.labels).to(self.device)   # [N] int64
+        self.step = sampler.step
         self._epoch: Optional[int] = None
         self._batches = self._flips = None
 
@@ -92,20 +94,11 @@ class GPUResidentLoader:
         return x.contiguous(memory_format=memory_format), self.labels.index_select(0, idx), idx
 
     def __iter__(self) -> Iterator[tuple]:
-        """(step, (images, labels, indices)) from the sampler's current step on, forever; the
-        sampler's step follows, so its state_dict() resumes after the last batch taken."""
-        step = self.sampler.step
+        """(step, (images, labels, indices)) from the loader's step on, forever; state_dict()
+        resumes after the last batch handed out."""
+        step = self.step
         while True:
             batch = self.batch(step)
             step += 1
-            self.sampler.step = step
+            self.step = self.sampler.step = step
             yield step - 1, batch
-
-    def state_dict(self) -> dict:
-        return dict(sampler=self.sampler.state_dict(), flip_seed=self.flip_seed, flip=self.flip)
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("flip") != self.flip or state.get("flip_seed") != self.flip_seed:
-            raise ValueError("loader state was saved with other flip settings "
-                             f"(flip={state.get('flip')}, flip_seed={state.get('flip_seed')})")
-        self.sampler.load_state_dict(state["sampler"])

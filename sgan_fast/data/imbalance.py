@@ -26,28 +26,20 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from typing import Optional
 
 import numpy as np
+
+from .._io import atomic_savez
+from ._labels import class_labels
 
 PROFILES = ("exp", "step", "reference")
 MANIFEST_FORMAT = "sgan_fast.ImbalancedSubset"
 
 
-def _as_labels(labels) -> np.ndarray:
-    y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
-    if y.ndim != 1:
-        raise ValueError(f"labels must be one class per image [N], got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got {y.dtype}")
-    return y.astype(np.int64)
-
-
 def labels_hash(labels) -> str:
     """SHA-256 of the labels as little-endian int64: identifies the dataset a subset indexes."""
-    return hashlib.sha256(_as_labels(labels).astype("<i8").tobytes()).hexdigest()
+    return hashlib.sha256(class_labels(labels)[0].astype("<i8").tobytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +125,7 @@ class ImbalancedSubset:
 
     def check_source(self, labels) -> None:
         """Raises ValueError when `labels` are not those of the dataset the subset indexes."""
-        y = _as_labels(labels)
+        y = class_labels(labels)[0]
         if len(y) != self.source_num_images or labels_hash(y) != self.source_labels_sha256:
             raise ValueError(f"this subset was made from a dataset of {self.source_num_images} images "
                              f"with other labels (the given dataset has {len(y)} images"
@@ -141,23 +133,11 @@ class ImbalancedSubset:
 
     def save(self, path) -> None:
         """Writes the manifest (.npz: indices plus a JSON header), atomically."""
-        path = os.fspath(path)
         meta = dict(format=MANIFEST_FORMAT, version=1, counts=list(self.counts), profile=self.profile,
                     params=self.params, num_classes=self.num_classes,
                     source_num_images=self.source_num_images,
                     source_labels_sha256=self.source_labels_sha256)
-        fd, tmp = tempfile.mkstemp(prefix=".subset-", suffix=".npz.tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, indices=self.indices.astype(np.int64), meta=np.array(json.dumps(meta)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_savez(path, indices=self.indices.astype(np.int64), meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path, *, labels=None) -> "ImbalancedSubset":
@@ -188,13 +168,9 @@ def make_imbalanced(labels, profile: str = "exp", *, num_classes: Optional[int] 
     n_max defaults to the smallest class's size (so that the head class can be filled);
     num_samples is the reference profile's budget. See the module docstring for the profiles.
     """
-    y = _as_labels(labels)
-    C = int(num_classes) if num_classes is not None else int(y.max()) + 1 if len(y) else 0
+    y, C = class_labels(labels, num_classes)
     if C < 1:
         raise ValueError("make_imbalanced needs at least one class")
-    if len(y) and (y.min() < 0 or y.max() >= C):
-        bad = int(np.flatnonzero((y < 0) | (y >= C))[0])
-        raise ValueError(f"label of image {bad} is {int(y[bad])}, outside [0, C={C})")
     available = np.bincount(y, minlength=C)
     if n_max is None:
         n_max = int(available.min())

@@ -23,6 +23,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from ._labels import class_labels
+
 MODES = ("instance", "class_balanced", "sqrt")
 
 
@@ -32,20 +34,12 @@ class BatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, labels, batch_size: int, *, mode: str = "instance", seed: int = 0,
                  num_classes: Optional[int] = None):
-        y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
-        if y.ndim != 1 or len(y) == 0:
-            raise ValueError(f"labels must be a non-empty [N] array, got shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"labels must be integers, got {y.dtype}")
         if mode not in MODES:
             raise ValueError(f"unknown sampling mode {mode!r}; choose one of {', '.join(MODES)}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        C = int(num_classes) if num_classes is not None else int(y.max()) + 1
-        if y.min() < 0 or y.max() >= C:
-            bad = int(np.flatnonzero((y < 0) | (y >= C))[0])
-            raise ValueError(f"label of image {bad} is {int(y[bad])}, outside [0, C={C})")
-        self.labels = y.astype(np.int64)
+        y, C = class_labels(labels, num_classes, allow_empty=False)
+        self.labels = y
         self.num_images, self.num_classes = len(y), C
         self.batch_size, self.mode, self.seed = batch_size, mode, int(seed)
         self.steps_per_epoch = max(1, self.num_images // batch_size)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 
+from ._loader_state import ResumableLoader, step_flips
 from .samplers import BatchSampler
 
 OUTPUTS = ("float", "uint8")
@@ -42,7 +42,7 @@ def _collate(items):
     return images, labels, indices
 
 
-class TorchLoader:
+class TorchLoader(ResumableLoader):
     """Batches (images, labels, indices) of any dataset whose items are (uint8 [C, H, W],
     class, index) - ImageFolder, ArrayDataset - drawn by a BatchSampler, on `device`."""
 
@@ -62,14 +62,11 @@ class TorchLoader:
         self.num_workers, self.channels_last = num_workers, channels_last
         self.step = sampler.step
 
-    def _flips(self, step: int) -> torch.Tensor:
-        rng = np.random.default_rng(np.random.SeedSequence([self.flip_seed, int(step), 0xF1]))
-        return torch.from_numpy(rng.random(self.sampler.batch_size) < 0.5)
-
     def _finish(self, step: int, images, labels, indices):
         x = images.to(self.device, non_blocking=True)
         if self.flip:
-            x = torch.where(self._flips(step).to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
+            flips = torch.from_numpy(step_flips(self.flip_seed, step, self.sampler.batch_size))
+            x = torch.where(flips.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
         if self.output == "float":
             x = x.to(self.dtype).div_(127.5).sub_(1.0)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -86,14 +83,3 @@ class TorchLoader:
             self.step = step + 1
             self.sampler.step = step + 1
             yield step, self._finish(step, images, labels, indices)
-
-    def state_dict(self) -> dict:
-        return dict(sampler=dict(self.sampler.state_dict(), step=self.step), flip=self.flip,
-                    flip_seed=self.flip_seed)
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("flip") != self.flip or state.get("flip_seed") != self.flip_seed:
-            raise ValueError("loader state was saved with other flip settings "
-                             f"(flip={state.get('flip')}, flip_seed={state.get('flip_seed')})")
-        self.sampler.load_state_dict(state["sampler"])
-        self.step = self.sampler.step

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import atomic_savez
 from ..ops.bank_lookup import BankLabels, TargetPlan, bank_lookup
 from .fingerprint import BankError, DatasetFingerprint, as_labels, rel_path
 from .targets import Target, chunk_rows, make_plan, ols_table, probabilities_ref, topk_table
@@ -264,18 +264,7 @@ class SoftLabelBank:
         else:
             arrays["topk_idx"] = array(self.idx)
             arrays["topk_val"] = array(self.val)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".bank-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_savez(path, **arrays)
 
     # --- properties -----------------------------------------------------------------------
 
