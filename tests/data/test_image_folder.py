@@ -1,7 +1,5 @@
 """Image folders: the deterministic file list, pixel-exact decoding, and every bad-input case."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
