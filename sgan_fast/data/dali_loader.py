@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ._loader_state import ResumableLoader, step_flips
+from ._loader_base import LoaderBase, step_flips
 from .image_folder import ImageFolder
 from .samplers import BatchSampler
 
@@ -43,7 +43,7 @@ def _dali():
     return fn, types, pipeline_def, DALIGenericIterator
 
 
-class DALILoader(ResumableLoader):
+class DALILoader(LoaderBase):
     """Batches (images, labels, indices) of an ImageFolder through an NVIDIA DALI pipeline."""
 
     def __init__(self, folder: ImageFolder, sampler: BatchSampler, *, resolution: int,
@@ -54,20 +54,11 @@ class DALILoader(ResumableLoader):
         if not isinstance(folder, ImageFolder):
             raise TypeError(f"the DALI loader reads image folders, got {type(folder).__name__} "
                             "(arrays: use GPUResidentLoader)")
-        if sampler.num_images != len(folder):
-            raise ValueError(f"the sampler draws from {sampler.num_images} images but the folder "
-                             f"has {len(folder)}")
-        if output not in ("float", "uint8"):
-            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
         if not isinstance(resolution, int) or resolution < 1:
             raise ValueError(f"resolution must be a positive number of pixels, got {resolution!r}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but there is no GPU; pass device='cpu' (DALI CPU mode)")
-        self.folder, self.sampler, self.resolution = folder, sampler, resolution
-        self.output, self.dtype, self.flip, self.flip_seed = output, dtype, flip, int(flip_seed)
-        self.channels_last = channels_last
-        self.step = sampler.step
+        self._setup(len(folder), sampler, device=device, output=output, dtype=dtype, flip=flip,
+                    flip_seed=flip_seed, channels_last=channels_last, what="folder")
+        self.folder, self.resolution = folder, resolution
         self._num_threads = num_threads
         self._fn, self._types, self._pipeline_def = fn, types, pipeline_def
 
@@ -114,11 +105,8 @@ class DALILoader(ResumableLoader):
     # --- iteration ---------------------------------------------------------------------------
 
     def _finish(self, batch):
-        x = batch["images"].to(self.device)
-        if self.output == "float":
-            x = x.to(self.dtype).div_(127.5).sub_(1.0)
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return (x.contiguous(memory_format=fmt), batch["labels"].view(-1).to(self.device),
+        return (self._images_out(batch["images"].to(self.device)),
+                batch["labels"].view(-1).to(self.device),
                 batch["indices"].view(-1).to(self.device))
 
     def _name_bad_file(self, step: int, exc: Exception):

@@ -29,7 +29,27 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.g
               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
-class ArrayDataset(torch.utils.data.Dataset):
+class LabelledImages(torch.utils.data.Dataset):
+    """What every dataset here has: `labels` int64 [N], `num_classes`, and items
+    (uint8 [C, H, W], class, index) built from `_image_hwc(i)` (uint8 [H, W, C], numpy)."""
+
+    def _image_hwc(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} is outside the dataset's {len(self)} images")
+        i = i % len(self)
+        return torch.from_numpy(self._image_hwc(i)).permute(2, 0, 1), int(self.labels[i]), i
+
+
+class ArrayDataset(LabelledImages):
     """uint8 images [N, H, W, C] (or [N, H, W] for grey) with int labels [N], in memory."""
 
     def __init__(self, images, labels, *, num_classes: Optional[int] = None,
@@ -79,17 +99,8 @@ class ArrayDataset(torch.utils.data.Dataset):
     def channels(self) -> int:
         return int(self.images.shape[3])
 
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=self.num_classes)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} is outside the dataset's {len(self)} images")
-        i = i % len(self)
-        return torch.from_numpy(self.images[i]).permute(2, 0, 1), int(self.labels[i]), i
+    def _image_hwc(self, i: int) -> np.ndarray:
+        return self.images[i]
 
     def __repr__(self) -> str:
         return (f"ArrayDataset({self.name}: {len(self)} images {self.resolution[0]}x"

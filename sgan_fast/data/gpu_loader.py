@@ -19,14 +19,11 @@ from typing import Iterator, Optional
 
 import torch
 
-from ._loader_state import ResumableLoader
+from ._loader_base import LoaderBase
 from .datasets import ArrayDataset
 from .samplers import BatchSampler
 
-OUTPUTS = ("float", "uint8")
-
-
-class GPUResidentLoader(ResumableLoader):
+class GPUResidentLoader(LoaderBase):
     """Batches (images, labels, indices) of an ArrayDataset, drawn by a BatchSampler, on `device`.
 
     output: "float" -> images in [-1, 1] of `dtype` (x / 127.5 - 1); "uint8" -> the pixels.
@@ -40,17 +37,8 @@ class GPUResidentLoader(ResumableLoader):
         if not isinstance(dataset, ArrayDataset):
             raise TypeError(f"the GPU-resident loader takes an ArrayDataset, got {type(dataset).__name__} "
                             "(image folders: use the DALI or the DataLoader loader)")
-        if sampler.num_images != len(dataset):
-            raise ValueError(f"the sampler draws from {sampler.num_images} images but the dataset "
-                             f"has {len(dataset)}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
-        if output == "float" and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be floating for output='float', got {dtype}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but there is no GPU (torch.cuda.is_available() is "
-                               "False); pass device='cpu'")
+        self._setup(len(dataset), sampler, device=device, output=output, dtype=dtype, flip=flip,
+                    flip_seed=flip_seed, channels_last=channels_last)
         need = dataset.images.nbytes
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
@@ -58,12 +46,9 @@ class GPUResidentLoader(ResumableLoader):
                 raise MemoryError(f"the dataset takes {need / 2**30:.1f} GiB but only "
                                   f"{free / 2**30:.1f} GiB of device memory is free; use a "
                                   "streaming loader (DALI or the DataLoader fallback)")
-        self.dataset, self.sampler = dataset, sampler
-        self.output, self.dtype, self.flip = output, dtype, flip
-        self.flip_seed, self.channels_last = int(flip_seed), channels_last
+        self.dataset = dataset
         self.images = torch.from_numpy(dataset.images).to(self.device)   # [N, H, W, C] uint8
         self.labels = torch.from_numpy(dataset.labels).to(self.device)   # [N] int64
-        self.step = sampler.step
         self._epoch: Optional[int] = None
         self._batches = self._flips = None
 
@@ -88,10 +73,7 @@ class GPUResidentLoader(ResumableLoader):
         x = self.images.index_select(0, idx).permute(0, 3, 1, 2)          # [B, C, H, W] view
         if self.flip:
             x = torch.where(self._flips[offset].view(-1, 1, 1, 1), x.flip(-1), x)
-        if self.output == "float":
-            x = x.to(self.dtype).div_(127.5).sub_(1.0)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return x.contiguous(memory_format=memory_format), self.labels.index_select(0, idx), idx
+        return self._images_out(x), self.labels.index_select(0, idx), idx
 
     def __iter__(self) -> Iterator[tuple]:
         """(step, (images, labels, indices)) from the loader's step on, forever; state_dict()

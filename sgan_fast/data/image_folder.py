@@ -29,9 +29,8 @@ import warnings
 from typing import Optional
 
 import numpy as np
-import torch
 
-from .datasets import ArrayDataset
+from .datasets import ArrayDataset, LabelledImages
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -60,7 +59,7 @@ def _pil():
     return Image
 
 
-class ImageFolder(torch.utils.data.Dataset):
+class ImageFolder(LabelledImages):
     """A class-per-subfolder image dataset (see the module docstring)."""
 
     def __init__(self, root, *, resolution: Optional[int] = None, channels: int = 3,
@@ -159,17 +158,8 @@ class ImageFolder(torch.utils.data.Dataset):
         a = np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
         return a[..., None] if a.ndim == 2 else a
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} is outside the dataset's {len(self)} images")
-        i = i % len(self)
-        return torch.from_numpy(self._decode(self.paths[i])).permute(2, 0, 1), int(self.labels[i]), i
-
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=self.num_classes)
+    def _image_hwc(self, i: int) -> np.ndarray:
+        return self._decode(self.paths[i])
 
     def fingerprint(self):
         """The DatasetFingerprint (file list and labels) a soft-label bank is checked against."""

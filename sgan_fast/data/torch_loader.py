@@ -17,11 +17,8 @@ from typing import Iterator
 
 import torch
 
-from ._loader_state import ResumableLoader, step_flips
+from ._loader_base import LoaderBase, step_flips
 from .samplers import BatchSampler
-
-OUTPUTS = ("float", "uint8")
-
 
 class _Batches:
     """The sampler's batches from a step on, forever, as lists (a DataLoader batch_sampler)."""
@@ -42,35 +39,23 @@ def _collate(items):
     return images, labels, indices
 
 
-class TorchLoader(ResumableLoader):
+class TorchLoader(LoaderBase):
     """Batches (images, labels, indices) of any dataset whose items are (uint8 [C, H, W],
     class, index) - ImageFolder, ArrayDataset - drawn by a BatchSampler, on `device`."""
 
     def __init__(self, dataset, sampler: BatchSampler, *, device="cpu", output: str = "float",
                  dtype: torch.dtype = torch.float32, flip: bool = True, flip_seed: int = 0,
                  num_workers: int = 0, channels_last: bool = False):
-        if sampler.num_images != len(dataset):
-            raise ValueError(f"the sampler draws from {sampler.num_images} images but the dataset "
-                             f"has {len(dataset)}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but there is no GPU; pass device='cpu'")
-        self.dataset, self.sampler = dataset, sampler
-        self.output, self.dtype, self.flip, self.flip_seed = output, dtype, flip, int(flip_seed)
-        self.num_workers, self.channels_last = num_workers, channels_last
-        self.step = sampler.step
+        self._setup(len(dataset), sampler, device=device, output=output, dtype=dtype, flip=flip,
+                    flip_seed=flip_seed, channels_last=channels_last)
+        self.dataset, self.num_workers = dataset, num_workers
 
     def _finish(self, step: int, images, labels, indices):
         x = images.to(self.device, non_blocking=True)
         if self.flip:
             flips = torch.from_numpy(step_flips(self.flip_seed, step, self.sampler.batch_size))
             x = torch.where(flips.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
-        if self.output == "float":
-            x = x.to(self.dtype).div_(127.5).sub_(1.0)
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return (x.contiguous(memory_format=fmt), labels.to(self.device, non_blocking=True),
+        return (self._images_out(x), labels.to(self.device, non_blocking=True),
                 indices.to(self.device, non_blocking=True))
 
     def __iter__(self) -> Iterator[tuple]:

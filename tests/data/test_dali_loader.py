@@ -13,7 +13,7 @@ from sgan_fast.data import BatchSampler, DALILoader, ImageFolder, TorchLoader
 from .test_image_folder import _folder
 
 pytest.importorskip("nvidia.dali", reason='needs NVIDIA DALI (pip install "sgan-fast[dali]"; .ci/run installs it)')
-Image = pytest.importorskip("PIL.Image")
+Image = pytest.importorskip("PIL.Image", reason="Pillow decodes image folders (quickstart installs it)")
 
 
 def _take(loader, n):
