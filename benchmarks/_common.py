@@ -112,3 +112,52 @@ def append_csv(path, rows):
         if new:
             wr.writeheader()
         wr.writerows(rows)
+
+
+def write_outputs(rows, table, csv_path, md_path=None):
+    """Appends the rows to the CSV, prints the markdown table and writes it to md_path."""
+    append_csv(csv_path, rows)
+    print(table)
+    if md_path:
+        with open(md_path, "w") as f:
+            f.write(table)
+
+
+def speedup_table(rows, providers, keys, headers, baselines, *, best_label="best",
+                  copy_bw=False):
+    """Markdown, one line per case (rows sharing `keys`): each provider's median, the fastest
+    provider that is not a baseline, its speed-up over each baseline and its kernel count;
+    then the same for CUDA-graph medians when there are any (with copy_bw, also the best's
+    share of the copy bandwidth, from graph_gb_s / copy_gb_s)."""
+    keyed = {}
+    for r in rows:
+        keyed.setdefault(tuple(r[k] for k in keys), {})[r["provider"]] = r
+    fast = [p for p in providers if p not in baselines]
+    graph = any(r["graph_median_us"] != "" for r in rows)
+    head = list(headers) + [f"{p} us" for p in providers] + [best_label] + \
+        [f"x {b}" for b in baselines] + ["kernels (best)"]
+    if graph:
+        head += [f"{p} graph us" for p in providers] + [f"{best_label} (graph)"] + \
+            [f"x {b} (graph)" for b in baselines] + (["% copy BW (graph)"] if copy_bw else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, by in keyed.items():
+        cells = [str(k) for k in key]
+        for field, is_graph in (("median_us", False), ("graph_median_us", True)):
+            if is_graph and not graph:
+                continue
+            cells += [f"{by[p][field]:.1f}" if p in by else "" for p in providers]
+            cand = [p for p in fast if p in by]
+            last = not is_graph or copy_bw  # kernels (eager) or % copy BW (graph)
+            if not cand:
+                cells += [""] * (1 + len(baselines) + last)
+                continue
+            best = min(cand, key=lambda p: by[p][field])
+            t = by[best][field]
+            base = [by.get(b, {}).get(field) for b in baselines]
+            cells += [best] + [f"{b / t:.2f}" if b else "" for b in base]
+            if not is_graph:
+                cells.append(str(by[best]["kernels"]))
+            elif copy_bw:
+                cells.append(f"{100 * by[best]['graph_gb_s'] / by[best]['copy_gb_s']:.0f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

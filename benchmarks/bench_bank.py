@@ -36,8 +36,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (append_csv, count_kernels, time_cpu, time_gpu, time_graph,  # noqa: E402
-                     warm_up_gpu)
+from _common import (count_kernels, speedup_table, time_cpu, time_gpu, time_graph,  # noqa: E402
+                     warm_up_gpu, write_outputs)
 
 from sgan_fast.labels import SoftLabelBank  # noqa: E402
 from sgan_fast.ops import softlabel_proj, softlabel_proj_ref, why_unavailable  # noqa: E402
@@ -195,47 +195,15 @@ def main(argv=None):
                 del bank
                 if gpu:
                     torch.cuda.empty_cache()
-    append_csv(args.csv, rows)
-    table = markdown(rows, providers)
-    print(table)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
+    write_outputs(rows, markdown(rows, providers), args.csv, args.md)
 
 
 def markdown(rows, providers):
     """One line per case: each provider's median (eager; graph), and the speed-up of the
     fastest fused provider over torch and torch_compile."""
-    keyed = {}
-    for r in rows:
-        key = (r["dtype"], r["form"], r["target"], r["N"], r["C"], r["op"], r["mode"])
-        keyed.setdefault(key, {})[r["provider"]] = r
-    fast = [p for p in providers if p not in ("torch", "torch_compile")]
-    graph = any(r["graph_median_us"] != "" for r in rows)
-    head = ["dtype", "bank", "target", "N", "C", "op", "mode"] + [f"{p} us" for p in providers] + \
-        ["best", "x torch", "x torch_compile", "kernels (best)"]
-    if graph:
-        head += [f"{p} graph us" for p in providers] + ["best (graph)", "x torch (graph)",
-                                                         "x torch_compile (graph)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, by in keyed.items():
-        cells = [str(k) for k in key]
-        for field, extra in (("median_us", True), ("graph_median_us", graph)):
-            if not extra:
-                continue
-            cells += [f"{by[p][field]:.1f}" if p in by else "" for p in providers]
-            cand = [p for p in fast if p in by]
-            if not cand:
-                cells += [""] * (4 if field == "median_us" else 3)
-                continue
-            best = min(cand, key=lambda p: by[p][field])
-            t = by[best][field]
-            base = [by.get(p, {}).get(field) for p in ("torch", "torch_compile")]
-            cells += [best] + [f"{b / t:.2f}" if b else "" for b in base]
-            if field == "median_us":
-                cells.append(str(by[best]["kernels"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return speedup_table(rows, providers, ("dtype", "form", "target", "N", "C", "op", "mode"),
+                         ("dtype", "bank", "target", "N", "C", "op", "mode"),
+                         ("torch", "torch_compile"))
 
 
 if __name__ == "__main__":

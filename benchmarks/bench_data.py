@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import append_csv  # noqa: E402
+from _common import write_outputs  # noqa: E402
 
 from sgan_fast.data import (ArrayDataset, BatchSampler, DALILoader, GPUResidentLoader,  # noqa: E402
                             ImageFolder, TorchLoader)
@@ -139,17 +139,12 @@ def main(argv=None):
         del ds
         if gpu:
             torch.cuda.empty_cache()
-    append_csv(args.csv, rows)
     head = ["loader", "output", "px", "images/s", "median us", "p20 us", "p80 us"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(f"| {r['loader']} | {r['output']} | {r['resolution']} | {r['images_per_s']} | "
                      f"{r['median_us']} | {r['p20_us']} | {r['p80_us']} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
+    write_outputs(rows, "\n".join(lines) + "\n", args.csv, args.md)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (append_csv, copy_bandwidth, count_kernels, time_cpu,  # noqa: E402
-                     time_gpu, time_graph, warm_up_gpu)
+from _common import (copy_bandwidth, count_kernels, speedup_table, time_cpu,  # noqa: E402
+                     time_gpu, time_graph, warm_up_gpu, write_outputs)
 
 from sgan_fast.ops import softlabel_proj, softlabel_proj_ref, why_unavailable  # noqa: E402
 
@@ -187,55 +187,15 @@ def main(argv=None):
                               f"median {r['median_us']:>9.1f} us  wall {r['wall_us']:>9.1f} us  "
                               f"graph {r['graph_median_us']} us  "
                               f"kernels {kernels}  {r['gb_s']:.0f} GB/s", flush=True)
-    append_csv(args.csv, rows)
-    table = markdown(rows, providers)
-    print(table)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
+    write_outputs(rows, markdown(rows, providers), args.csv, args.md)
 
 
 def markdown(rows, providers):
     """One line per (dtype, form, shape, mode): each provider's median, and speed-ups of the
     fastest fused provider over ref and ref_compile."""
-    keyed = {}
-    for r in rows:
-        keyed.setdefault((r["dtype"], r["form"], r["B"], r["C"], r["F"], r["mode"]), {})[r["provider"]] = r
-    fast = [p for p in providers if p not in ("ref", "ref_compile")]
-    graph = any(r["graph_median_us"] != "" for r in rows)
-    head = ["dtype", "labels", "B", "C", "F", "mode"] + [f"{p} us" for p in providers] + \
-           ["best fused", "x ref", "x ref_compile", "kernels (best)"]
-    if graph:
-        head += [f"{p} graph us" for p in providers] + \
-                ["best fused (graph)", "x ref (graph)", "x ref_compile (graph)", "% copy BW (graph)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, by in keyed.items():
-        cells = [str(k) for k in key]
-        cells += [f"{by[p]['median_us']:.1f}" if p in by else "" for p in providers]
-        cand = [p for p in fast if p in by]
-        if cand:
-            best = min(cand, key=lambda p: by[p]["median_us"])
-            t = by[best]["median_us"]
-            ref = by.get("ref", {}).get("median_us")
-            comp = by.get("ref_compile", {}).get("median_us")
-            cells += [best, f"{ref / t:.2f}" if ref else "", f"{comp / t:.2f}" if comp else "",
-                      str(by[best]["kernels"])]
-        else:
-            cells += [""] * 4
-        if graph:
-            cells += [f"{by[p]['graph_median_us']:.1f}" if p in by else "" for p in providers]
-            if cand:
-                best = min(cand, key=lambda p: by[p]["graph_median_us"])
-                t = by[best]["graph_median_us"]
-                ref = by.get("ref", {}).get("graph_median_us")
-                comp = by.get("ref_compile", {}).get("graph_median_us")
-                frac = by[best]["graph_gb_s"] / by[best]["copy_gb_s"]
-                cells += [best, f"{ref / t:.2f}" if ref else "", f"{comp / t:.2f}" if comp else "",
-                          f"{100 * frac:.0f}%"]
-            else:
-                cells += [""] * 4
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return speedup_table(rows, providers, ("dtype", "form", "B", "C", "F", "mode"),
+                         ("dtype", "labels", "B", "C", "F", "mode"), ("ref", "ref_compile"),
+                         best_label="best fused", copy_bw=True)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (append_csv, count_kernels, time_cpu, time_gpu,  # noqa: E402
-                     time_graph, warm_up_gpu)
+from _common import (count_kernels, time_cpu, time_gpu, time_graph,  # noqa: E402
+                     warm_up_gpu, write_outputs)
 
 from sgan_fast.ops import (spectral_norm_grouped, spectral_norm_grouped_ref,  # noqa: E402
                            why_unavailable)
@@ -191,12 +191,7 @@ def main(argv=None):
                     print(f"  {prov:<20} {list_name:<12} {dtype_name:<8} {mode:<7} median "
                           f"{r['median_us']:>9.1f} us  graph {r['graph_median_us']} us  "
                           f"wall {r['wall_us']:>9.1f} us  kernels {kernels}", flush=True)
-    append_csv(args.csv, rows)
-    table = markdown(rows, providers)
-    print(table)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
+    write_outputs(rows, markdown(rows, providers), args.csv, args.md)
 
 
 def markdown(rows, providers):
