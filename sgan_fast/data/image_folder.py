@@ -23,32 +23,15 @@ in `ds.skipped` and a warning; an empty class is then kept as a class with no im
 from __future__ import annotations
 
 import os
-import sys
-import time
 import warnings
 from typing import Optional
 
 import numpy as np
 
+from .._progress import Progress
 from .datasets import ArrayDataset, LabelledImages
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-
-class Progress:
-    """A one-line progress report on stderr, at most every half second."""
-
-    def __init__(self, what: str, total: int):
-        self.what, self.total, self.last, self.start = what, total, 0.0, time.perf_counter()
-
-    def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if now - self.last >= 0.5 or done == self.total:
-            self.last = now
-            rate = done / max(now - self.start, 1e-9)
-            end = "\n" if done == self.total else "\r"
-            print(f"{self.what}: {done}/{self.total} ({rate:.0f}/s)", end=end, file=sys.stderr,
-                  flush=True)
 
 
 def _pil():
@@ -161,11 +144,6 @@ class ImageFolder(LabelledImages):
     def _image_hwc(self, i: int) -> np.ndarray:
         return self._decode(self.paths[i])
 
-    def fingerprint(self):
-        """The DatasetFingerprint (file list and labels) a soft-label bank is checked against."""
-        from ..labels.fingerprint import DatasetFingerprint
-        return DatasetFingerprint.of(self.labels, self.num_classes, self.paths)
-
     def to_arrays(self, progress: bool = True) -> ArrayDataset:
         """Every image decoded into an ArrayDataset (for the GPU-resident loader)."""
         if not len(self):
@@ -178,8 +156,10 @@ class ImageFolder(LabelledImages):
             out[i] = self._decode(self.paths[i])
             if bar:
                 bar.update(i + 1)
-        return ArrayDataset(out, self.labels, num_classes=self.num_classes,
-                            class_names=self.class_names, name=os.path.basename(self.root.rstrip("/")))
+        arrays = ArrayDataset(out, self.labels, num_classes=self.num_classes,
+                              class_names=self.class_names, name=os.path.basename(self.root.rstrip("/")))
+        arrays.paths = list(self.paths)   # same files, same fingerprint as the folder
+        return arrays
 
 
 def _resize_center_crop(im, size: int):
