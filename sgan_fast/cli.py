@@ -66,8 +66,16 @@ def main(argv=None) -> int:
     demo.add_argument("--features", type=int, default=256)
     demo.add_argument("--classes", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
+    from .labels import classify_cli
+    classify_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    return {"info": _cmd_info, "demo": _cmd_demo}[args.command](args)
+    commands = {"info": _cmd_info, "demo": _cmd_demo, "classify": classify_cli.run}
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
+        # Bad input (flags, files, datasets) gets one clear line, not a traceback.
+        print(f"sgan-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
