@@ -43,3 +43,16 @@ def test_data_example_runs(capsys, tmp_path, monkeypatch):
     counts = [int(c) for c in re.findall(r"\[([0-9, ]+)\]", out)[-1].split(",")]
     assert sum(counts) == 14886 and max(counts) == 6000 and min(counts) == 60
     assert (tmp_path / "fmnist_lt100.npz").exists()
+
+
+@pytest.mark.skipif(not pathlib.Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+def test_classify_example_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes bank.npz to the working directory
+    example = _python_blocks(DOCS / "classify.md")[0]
+    assert "classify(" in example
+    exec(compile(example, "docs/classify.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    acc = float(re.search(r"test balanced accuracy: ([0-9.]+)", out).group(1))
+    assert acc > 0.4          # chance is 0.1; the docs quote the figure measured when written
+    assert (tmp_path / "bank.npz").exists() and "| 9 | Ankle boot | 166 |" in out
