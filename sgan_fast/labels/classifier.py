@@ -89,6 +89,11 @@ class ClassifyConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.bank_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"bank_dtype must be float32, float16 or bfloat16, got {self.bank_dtype!r}")
+        if self.topk is not None and (not isinstance(self.topk, int) or self.topk < 1):
+            raise ValueError(f"topk must be a positive integer, got {self.topk!r}")
+        if not 0 < self.calib_fraction < 1:
+            raise ValueError(f"calib_fraction must lie in (0, 1), got {self.calib_fraction}")
+        _device(self.device)
 
 
 @dataclasses.dataclass
@@ -199,7 +204,12 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
     pad = max(1, resolution // 8) if cfg.augment else 0
     bar = Progress(desc, steps, unit=" steps", enabled=cfg.progress)
     model.train()
-    loss_avg = acc_avg = None
+    # Loss and accuracy are summed on the device and read every `every` steps: reading them
+    # each step would make the CPU wait for the GPU at every step.
+    every = 25
+    loss_sum = torch.zeros((), device=device)
+    hits = torch.zeros((), device=device)
+    seen = counted = 0
     for step, batch in sampler.iterate(0):
         if step >= steps:
             break
@@ -211,18 +221,21 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
         with _autocast(device, cfg.amp):
             logits = model(x).float()
         loss = F.cross_entropy(logits if adjust is None else logits + adjust, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: the loss became {float(loss)} at step {step}; "
-                                     f"lower the learning rate (lr={cfg.lr})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if cfg.progress:
-            acc = float((logits.detach().argmax(1) == y).float().mean())
-            loss_avg = float(loss.detach()) if loss_avg is None else 0.95 * loss_avg + 0.05 * float(loss.detach())
-            acc_avg = acc if acc_avg is None else 0.95 * acc_avg + 0.05 * acc
-            bar.update(step + 1, loss=loss_avg, acc=acc_avg)
+        loss_sum += loss.detach()
+        hits += (logits.detach().argmax(1) == y).sum()
+        seen, counted = seen + len(idx), counted + 1
+        if (step + 1) % every == 0 or step + 1 == steps:
+            mean_loss = float(loss_sum) / counted
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(f"{desc}: the loss became {mean_loss} by step {step}; "
+                                         f"lower the learning rate (lr={cfg.lr})")
+            bar.update(step + 1, loss=mean_loss, acc=float(hits) / seen)
+            loss_sum.zero_(), hits.zero_()
+            seen = counted = 0
     return model.eval()
 
 
@@ -249,9 +262,14 @@ def predict_logits(model: nn.Module, images: _Images, idx: np.ndarray, *, batch_
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu or cuda[:i], got {name!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' but torch sees no GPU; pass device='cpu' or 'auto'")
+        raise ValueError(f"device={name!r} but torch sees no GPU; pass device='cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:i], got {name!r}")
     return dev
 
 
@@ -289,8 +307,8 @@ def _per_class_accuracy(pred: np.ndarray, y: np.ndarray, C: int) -> np.ndarray:
         return np.where(count > 0, correct / np.maximum(count, 1), np.nan)
 
 
-def _balanced(acc: np.ndarray) -> float:
-    return float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
+def _balanced(acc: np.ndarray) -> Optional[float]:
+    return float(np.nanmean(acc)) if np.isfinite(acc).any() else None
 
 
 def classify(dataset: LabelledImages, cfg: Optional[ClassifyConfig] = None, *,
@@ -329,13 +347,21 @@ def classify(dataset: LabelledImages, cfg: Optional[ClassifyConfig] = None, *,
         desc = f"classify fold {f + 1}/{k}" if k >= 2 else "classify"
         model = train_classifier(images, y, tr, C, channels, res, cfg, seed=cfg.seed * 1009 + f,
                                  desc=desc)
-        logits[torch.from_numpy(held)] = predict_logits(model, images, held,
-                                                        batch_size=cfg.eval_batch_size, amp=cfg.amp)
+        pred = predict_logits(model, images, held, batch_size=cfg.eval_batch_size, amp=cfg.amp)
+        bad = ~torch.isfinite(pred).all(1)
+        if bool(bad.any()):
+            raise FloatingPointError(f"{desc}: the classifier's logits for training image "
+                                     f"{int(held[int(bad.nonzero()[0, 0])])} are NaN or Inf")
+        logits[torch.from_numpy(held)] = pred
         models.append(model)
         trained_on.append(tr)
     y_t = torch.from_numpy(y)
     T = 1.0
-    if cfg.calibrate and len(calib):
+    calibrated = cfg.calibrate and len(calib) > 0
+    if cfg.calibrate and not len(calib):
+        warnings.warn("no image could be held out to calibrate on (every class has one image); "
+                      "the temperature stays 1", RuntimeWarning)
+    if calibrated:
         T = fit_temperature(logits[calib], y_t[calib])
     probs = torch.softmax(logits.double() / T, 1)
     settings = dict(source="sgan-fast classify", arch=cfg.arch if cfg.arch != "auto" else auto_arch(res),
@@ -343,27 +369,28 @@ def classify(dataset: LabelledImages, cfg: Optional[ClassifyConfig] = None, *,
                     batch_size=cfg.batch_size, lr=cfg.lr, balance=cfg.balance, tau=cfg.tau,
                     folds=k, cross_fitted=k >= 2, temperature=T, seed=cfg.seed,
                     calibrated_on=("cross-fitted predictions" if k >= 2 else
-                                   f"a held-out {cfg.calib_fraction:g} split") if cfg.calibrate else None)
+                                   f"a held-out split of {len(calib)} images") if calibrated else None)
     bank = SoftLabelBank(probs.float().to(getattr(torch, cfg.bank_dtype)), y, num_classes=C,
                          fingerprint=fingerprint, settings=settings, renormalize=True)
     if cfg.topk is not None:
         bank = bank.to_topk(int(cfg.topk))
-    report = _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, device)
-    settings.update(held_out_balanced_accuracy=report["held_out"]["balanced_accuracy"])
+    report = _report(arrays, logits, probs, y, T, calib if calibrated else calib[:0], cfg, models,
+                     test_set, counts, device, held=calib if k < 2 else np.arange(N))
+    bank.settings.update(held_out_balanced_accuracy=report["held_out"]["balanced_accuracy"])
     if report["test"] is not None:
-        settings.update(test_balanced_accuracy=report["test"]["balanced_accuracy"])
-    bank.settings = settings
+        bank.settings.update(test_balanced_accuracy=report["test"]["balanced_accuracy"])
     return ClassifyResult(bank, report, models, fold_of, trained_on, logits, T, report["arch"],
                           channels, res, tuple(arrays.class_names))
 
 
-def _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, device) -> dict:
+def _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, device, held) -> dict:
+    """calib: the images T was fitted on (empty when not calibrated); held: the images whose
+    predictions are out of sample."""
     C = len(counts)
     names = list(arrays.class_names)
     y_t = torch.from_numpy(y)
     pred = probs.argmax(1).numpy()
     conf = probs.max(1).values.numpy()
-    held = calib if cfg.folds < 2 else np.arange(len(y))
     held_acc = _per_class_accuracy(pred[held], y[held], C) if len(held) else np.full(C, np.nan)
     cal = {}
     if len(calib):
@@ -381,6 +408,9 @@ def _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, d
         if t_arrays.channels != arrays.channels:
             raise ValueError(f"the test split has {t_arrays.channels} channel(s), the training set "
                              f"{arrays.channels}")
+        if t_arrays.resolution != arrays.resolution:
+            raise ValueError(f"the test split's images are {t_arrays.resolution}, the training set's "
+                             f"{arrays.resolution} (open image folders with the same resolution)")
         t_images = _Images(t_arrays.images, device)
         t_idx = np.arange(len(t_arrays))
         t_probs = sum(torch.softmax(predict_logits(m, t_images, t_idx, batch_size=cfg.eval_batch_size,
@@ -406,7 +436,8 @@ def _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, d
                 arch=cfg.arch if cfg.arch != "auto" else auto_arch(min(arrays.resolution)),
                 folds=cfg.folds, temperature=T, calibration=cal,
                 held_out=dict(what=("cross-fitted predictions" if cfg.folds >= 2
-                                    else "the calibration split"),
+                                    else "the calibration split" if len(held)
+                                    else "none: every image was predicted in-sample"),
                               num_images=int(len(held)),
                               accuracy=float((pred[held] == y[held]).mean()) if len(held) else None,
                               balanced_accuracy=_balanced(held_acc)),

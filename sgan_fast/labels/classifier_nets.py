@@ -8,7 +8,8 @@ torchvision / timm model built by name with weights from a local file (never dow
 
 Every network here takes images in [-1, 1] and returns logits [B, num_classes]; a pretrained
 external model gets its input converted to what it was trained on (3 channels, ImageNet mean
-and standard deviation, optionally resized to `input_size`).
+and standard deviation, resized to `input_size`, which defaults to the size a vision
+transformer is fixed to).
 """
 
 from __future__ import annotations
@@ -184,7 +185,9 @@ def read_weights(path) -> dict:
         except Exception as exc:
             raise ValueError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from None
     if isinstance(sd, dict) and "state_dicts" in sd and isinstance(sd["state_dicts"], list):
-        sd = sd["state_dicts"][0]
+        sd = sd["state_dicts"][0]    # a classifier.pt of `sgan-fast classify`: its first fold
+        if sd and all(k.startswith("net.") for k in sd):   # a wrapped torchvision/timm model
+            sd = {k[4:]: v for k, v in sd.items()}
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -253,4 +256,18 @@ def build_classifier(arch: str, num_classes: int, channels: int, resolution: int
             _load(net, sd, weights, f"{name} (with its default head or a {num_classes}-class head)")
     else:
         _set_head(net, head, num_classes)
+    if input_size is None:
+        input_size = _fixed_input_size(net)
     return ExternalClassifier(net, head, channels, input_size)
+
+
+def _fixed_input_size(net: nn.Module) -> Optional[int]:
+    """The input size a network only works at (vision transformers: torchvision's image_size,
+    timm's patch embedding's img_size), or None when any size works."""
+    size = getattr(net, "image_size", None)                         # torchvision ViT
+    patch = getattr(net, "patch_embed", None)                       # timm ViT and kin
+    if size is None and patch is not None and getattr(patch, "strict_img_size", True):
+        size = getattr(patch, "img_size", None)
+    if isinstance(size, (tuple, list)):
+        size = size[0]
+    return int(size) if size else None

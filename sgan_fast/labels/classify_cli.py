@@ -82,14 +82,17 @@ def run(args) -> int:
           + (f"; test split of {len(test)}" if test is not None else "; no test split"))
     result = classify(train, cfg, test_set=test)
     os.makedirs(out, exist_ok=True)
-    result.bank.save(os.path.join(out, "bank.npz"))
-    result.save_classifier(os.path.join(out, "classifier.pt"), cfg)
+    path = {f: os.path.join(out, f) for f in OUTPUTS}
+    result.bank.save(path["bank.npz"])
+    result.save_classifier(path["classifier.pt"], cfg)
     if subset is not None:
-        subset.save(os.path.join(out, "subset.npz"))
-    atomic_write_text(os.path.join(out, "report.json"), json.dumps(result.report, indent=2) + "\n")
+        subset.save(path["subset.npz"])
+    elif os.path.exists(path["subset.npz"]):
+        os.unlink(path["subset.npz"])   # an earlier run's subset does not describe this bank
+    atomic_write_text(path["report.json"], json.dumps(result.report, indent=2, allow_nan=False) + "\n")
     table = report_table(result.report)
-    atomic_write_text(os.path.join(out, "report.md"), table)
+    atomic_write_text(path["report.md"], table)
     print(table)
-    print(f"sgan-fast classify: wrote {', '.join(f for f in OUTPUTS if os.path.exists(os.path.join(out, f)))} "
-          f"to {out}")
+    written = [f for f in OUTPUTS if f != "subset.npz" or subset is not None]
+    print(f"sgan-fast classify: wrote {', '.join(written)} to {out}")
     return 0

@@ -88,6 +88,11 @@ def test_torchvision_model_from_imagenet_style_weights(tmp_path):
         build_classifier("torchvision:resnet34", 6, 3, 32, weights=tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="torchvision has no model"):
         build_classifier("torchvision:no_such_net", 6, 3, 32)
+    # classify's own classifier.pt (the wrapper's "net." keys) starts a new run too.
+    torch.save({"format": "sgan_fast.Classifier", "state_dicts": [net.state_dict()]}, tmp_path / "c.pt")
+    from_ckpt = build_classifier("torchvision:resnet18", 6, 1, 32, weights=tmp_path / "c.pt",
+                                 input_size=64).eval()
+    torch.testing.assert_close(from_ckpt(x), net(x))
 
 
 def test_timm_model_from_local_weights(tmp_path):
@@ -100,3 +105,11 @@ def test_timm_model_from_local_weights(tmp_path):
     torch.testing.assert_close(net.net.conv1[0].weight, src.conv1[0].weight)
     with pytest.raises(ValueError, match="does not fit timm:resnet18"):
         build_classifier("timm:resnet18", 3, 3, 32, weights=tmp_path / "r10t.pth")
+
+
+def test_fixed_size_vision_transformers_get_their_input_size():
+    pytest.importorskip("timm", reason="timm models need timm (.ci/run installs it)")
+    net = build_classifier("timm:vit_tiny_patch16_224", 3, 1, 28).eval()
+    assert net.input_size == 224
+    with torch.no_grad():
+        assert net(torch.rand(2, 1, 28, 28)).shape == (2, 3)
