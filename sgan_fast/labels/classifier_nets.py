@@ -196,9 +196,10 @@ def read_weights(path) -> dict:
     return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
-def weights_mismatch(model: nn.Module, sd: dict) -> list:
-    """Sentences saying how the state_dict `sd` does not fit `model` (empty when it does)."""
-    own = model.state_dict()
+def weights_mismatch(model, sd: dict) -> list:
+    """Sentences saying how the state_dict `sd` does not fit `model` (a module or its
+    state_dict; empty when it fits)."""
+    own = model.state_dict() if isinstance(model, nn.Module) else model
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
