@@ -67,9 +67,12 @@ def main(argv=None) -> int:
     demo.add_argument("--classes", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
     from .labels import classify_cli
+    from .metrics import eval_cli
     classify_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"info": _cmd_info, "demo": _cmd_demo, "classify": classify_cli.run}
+    commands = {"info": _cmd_info, "demo": _cmd_demo, "classify": classify_cli.run,
+                "eval": eval_cli.run}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:

@@ -1,0 +1,57 @@
+"""The real images' features, cached per dataset fingerprint and feature backend: computing
+Inception features of 60,000 images takes minutes on a GPU and hours on a CPU, and they are
+the same in every evaluation of a run.
+
+    feats, logits = cached_features(backend, dataset, cache_dir="~/.cache/sgan_fast", device="cuda")
+
+The file name is a hash of (the dataset's fingerprint, the backend's identity: its weights
+file's hash, value range and preprocessing version); the file repeats both and is checked
+on load, so a stale or foreign file is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .._io import atomic_savez
+from .features import FeatureBackend, extract_features
+
+FORMAT = "sgan_fast.RealFeatures"
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("SGAN_FAST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sgan_fast")
+
+
+def cached_features(backend: FeatureBackend, dataset, *, cache_dir: Optional[str] = None,
+                    device="cpu", batch_size: int = 64, progress: bool = True) -> tuple:
+    """(features [N, D], logits [N, K] or None) of `dataset` (an ArrayDataset or anything with
+    .images uint8 [N, H, W, C] and fingerprint()), from the cache when it holds them."""
+    fp = dataset.fingerprint().to_json()
+    key_src = json.dumps(dict(fingerprint=fp, backend=backend.identity), sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
+    cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
+    path = os.path.join(cache_dir, f"real_features_{key}.npz")
+    if os.path.exists(path):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") == FORMAT and meta.get("key") == key_src:
+                    logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
+                    return torch.from_numpy(z["features"]), logits
+        except (OSError, ValueError, KeyError):
+            pass   # unreadable: recompute and replace it below
+    feats, logits = extract_features(backend, dataset.images, device=device, batch_size=batch_size,
+                                     progress=progress, what=f"real features ({backend.name})")
+    os.makedirs(cache_dir, exist_ok=True)
+    arrays = dict(features=feats.numpy(), meta=np.array(json.dumps(dict(format=FORMAT, key=key_src))))
+    if logits is not None:
+        arrays["logits"] = logits.numpy()
+    atomic_savez(path, **arrays)
+    return feats, logits
