@@ -14,8 +14,8 @@ fi
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
     export CUDA_HOME=/usr/local/cuda
 fi
-.venv/bin/python -m pip install -q "torch==2.14.1" numpy pillow ninja pybind11 "setuptools>=64" wheel \
-    pytest hypothesis scipy
+.venv/bin/python -m pip install -q "torch==2.14.1" numpy pillow matplotlib ninja pybind11 \
+    "setuptools>=64" wheel pytest hypothesis scipy
 # --no-build-isolation: the extension must be built against the torch installed above.
 .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
 .venv/bin/sgan-fast info
