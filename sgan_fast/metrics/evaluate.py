@@ -38,25 +38,36 @@ def _labels(y, n: int, C: int, what: str) -> np.ndarray:
 
 
 def metric_set(real, fake, fake_logits, *, k: int, kid_subset_size: int, kid_subsets: int,
-               is_splits: int, seed: int) -> dict:
+               is_splits: int, seed: int, device="cpu") -> dict:
     """FID, KID, IS (when logits are given) and PRDC of one real/generated pair of sets."""
     out = dict(fid=fid(real, fake))
     out["kid_mean"], out["kid_std"] = kid(real, fake, subset_size=kid_subset_size,
-                                          num_subsets=kid_subsets, seed=seed)
+                                          num_subsets=kid_subsets, seed=seed, device=device)
     if fake_logits is not None:
-        out["is_mean"], out["is_std"] = inception_score(fake_logits, splits=min(is_splits, len(fake_logits)))
+        out["is_mean"], out["is_std"] = inception_score(fake_logits, splits=min(is_splits, len(fake_logits)),
+                                                        seed=seed)
     else:
         out["is_mean"] = out["is_std"] = None
-    out.update(prdc(real, fake, k=k))
+    out.update(prdc(real, fake, k=k, device=device))
     return out
+
+
+def check_settings(*, k: int, kid_subset_size: int, kid_subsets: int, is_splits: int) -> None:
+    """ValueError for settings that would make a metric undefined (before any work is done)."""
+    for name, value, low in (("k", k, 1), ("kid_subset_size", kid_subset_size, 2),
+                             ("kid_subsets", kid_subsets, 1), ("is_splits", is_splits, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def evaluate_features(real, real_labels, fake, fake_labels, *, num_classes: int,
                       fake_logits=None, train_counts: Optional[Sequence[int]] = None,
                       class_names: Optional[Sequence[str]] = None, k: int = 5,
                       kid_subset_size: int = 1000, kid_subsets: int = 100, is_splits: int = 10,
-                      seed: int = 0, backend: str = "") -> dict:
-    """The report dict: overall metrics, and one entry per class (module docstring)."""
+                      seed: int = 0, backend: str = "", device="cpu") -> dict:
+    """The report dict: overall metrics, and one entry per class (module docstring). KID and
+    PRDC run on `device` (their N x M distance and kernel matrices are the costly part)."""
+    check_settings(k=k, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, is_splits=is_splits)
     C = int(num_classes)
     x = as_features(real, "real features")
     y = as_features(fake, "generated features")
@@ -86,7 +97,7 @@ def evaluate_features(real, real_labels, fake, fake_labels, *, num_classes: int,
                              f"k + 1 = {k + 1} for precision/recall with k = {k}); "
                              f"{len(short)} class(es) are short")
     kw = dict(k=k, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
-              is_splits=is_splits, seed=seed)
+              is_splits=is_splits, seed=seed, device=device)
     overall = metric_set(x, y, z, **kw)
     per_class = []
     for c in range(C):

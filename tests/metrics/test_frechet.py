@@ -28,6 +28,15 @@ def test_equals_scipy_sqrtm(n, m, d, shift, seed):
     assert ours == pytest.approx(ref, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("n,d", [(50, 128), (20, 64)])
+def test_fewer_samples_than_dimensions_equals_scipy_too(n, d):
+    """The usual case of per-class FID on 2048-d features: singular covariances."""
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(n, d, generator=g, dtype=torch.float64)
+    b = torch.randn(n + 7, d, generator=g, dtype=torch.float64) * 1.2 + 0.1
+    assert fid(a, b) == pytest.approx(_scipy_fid(a, b), rel=1e-6)
+
+
 def test_a_set_with_itself_is_zero_and_order_does_not_matter():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(500, 64, generator=g)

@@ -54,6 +54,17 @@ def test_inception_score_by_hand():
         inception_score(torch.zeros(3, 2), splits=4)
 
 
+def test_inception_score_does_not_depend_on_the_order_of_the_samples():
+    """Generated sets come sorted by class: unshuffled splits would each hold one class."""
+    K = 10
+    logits = torch.full((100 * K, K), -30.0)
+    logits[torch.arange(100 * K), torch.arange(100 * K) // 100] = 30.0      # sorted by class
+    sorted_is = inception_score(logits, splits=10)[0]
+    shuffled = logits[torch.randperm(100 * K, generator=torch.Generator().manual_seed(5))]
+    assert sorted_is == pytest.approx(inception_score(shuffled, splits=10)[0], rel=0.05)
+    assert sorted_is > 9
+
+
 def test_prdc_by_hand():
     """k = 1 on a line. Real {0, 1, 3}: radii 1, 1, 2. Generated {0.5, 10, 20}: radii 9.5, 9.5, 10.
     precision: only 0.5 lies in a real ball -> 1/3. density: 0.5 lies in B(0,1) and B(1,1),
@@ -66,6 +77,9 @@ def test_prdc_by_hand():
     same = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
     out = prdc(same, same, k=5)
     assert out["precision"] == out["recall"] == out["coverage"] == 1.0
+    # On the boundary is outside: real {0, 1}, k = 1, radii 1; generated {2, 3} (radii 1).
+    edge = prdc(torch.tensor([[0.0], [1.0]]), torch.tensor([[2.0], [3.0]]), k=1)
+    assert edge == dict(precision=0.0, recall=0.0, density=0.0, coverage=0.0)
 
 
 def _naive_prdc(x, y, k):
@@ -74,19 +88,25 @@ def _naive_prdc(x, y, k):
     d_yx = np.linalg.norm(y[:, None] - x[None], axis=2)
     r = np.sort(d_xx, 1)[:, k]
     s = np.sort(d_yy, 1)[:, k]
-    precision = np.mean([any(d_yx[j, i] <= r[i] for i in range(len(x))) for j in range(len(y))])
-    recall = np.mean([any(d_yx[j, i] <= s[j] for j in range(len(y))) for i in range(len(x))])
-    density = sum(d_yx[j, i] <= r[i] for j in range(len(y)) for i in range(len(x))) / (k * len(y))
-    coverage = np.mean([d_yx[:, i].min() <= r[i] for i in range(len(x))])
+    # Strict: a point on a ball's boundary is outside (Naeem et al.'s code).
+    precision = np.mean([any(d_yx[j, i] < r[i] for i in range(len(x))) for j in range(len(y))])
+    recall = np.mean([any(d_yx[j, i] < s[j] for j in range(len(y))) for i in range(len(x))])
+    density = sum(d_yx[j, i] < r[i] for j in range(len(y)) for i in range(len(x))) / (k * len(y))
+    coverage = np.mean([d_yx[:, i].min() < r[i] for i in range(len(x))])
     return dict(precision=precision, recall=recall, density=density, coverage=coverage)
 
 
 @given(n=st.integers(6, 40), m=st.integers(6, 40), d=st.integers(1, 5), k=st.integers(1, 5),
-       seed=st.integers(0, 2**31 - 1))
-def test_prdc_matches_naive_loops(n, m, d, k, seed):
+       block=st.sampled_from([3, 7, 1024]), seed=st.integers(0, 2**31 - 1))
+def test_prdc_matches_naive_loops(n, m, d, k, block, seed):
+    """Also across several distance blocks (the block size is patched down)."""
+    import importlib
+    from unittest import mock
+    module = importlib.import_module("sgan_fast.metrics.prdc")   # the attribute is the function
     rng = np.random.default_rng(seed)
     x, y = rng.normal(size=(n, d)), rng.normal(size=(m, d)) + rng.normal()
-    assert prdc(torch.from_numpy(x), torch.from_numpy(y), k=k) == pytest.approx(_naive_prdc(x, y, k))
+    with mock.patch.object(module, "_BLOCK", block):
+        assert prdc(torch.from_numpy(x), torch.from_numpy(y), k=k) == pytest.approx(_naive_prdc(x, y, k))
 
 
 def test_prdc_needs_more_samples_than_k():
