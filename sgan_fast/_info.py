@@ -14,6 +14,14 @@ def _version(module_name: str) -> str:
     return getattr(mod, "__version__", "?")
 
 
+def _inception_weights():
+    """Where `sgan-fast eval` would read Inception-v3 from, or None."""
+    import os
+
+    from .metrics.features import ENV_VAR, shipped_torchscript
+    return os.environ.get(ENV_VAR) or shipped_torchscript()
+
+
 def info(file=None) -> dict:
     """Prints versions and, per op, which implementations are available on this machine
     (and why not, for each that is not). Returns the same facts as a dict."""
@@ -40,6 +48,7 @@ def info(file=None) -> dict:
             "built_with_torch": _ext.C.torch_version(),
         },
         "extension_error": _ext.C_ERROR,
+        "inception_weights": _inception_weights(),
         "ops": {},
     }
     devices = ["cpu"] + (["cuda"] if gpu else [])
@@ -62,6 +71,7 @@ def info(file=None) -> dict:
         kinds = f"CPU + CUDA {ext['cuda_version']}" if ext["cuda_compiled"] else "CPU only"
         p(f"extension sgan_fast._C: {kinds} kernels, built against torch {ext['built_with_torch']}")
     p(f"Triton interpreter (TRITON_INTERPRET=1): {'on' if _ext.TRITON_INTERPRET else 'off'}")
+    p(f"Inception weights for FID: {facts['inception_weights'] or 'none found (see docs/eval.md)'}")
     for name, op in facts["ops"].items():
         p(f"op {name}:  auto -> " + ", ".join(f"{d}: {i}" for d, i in op["auto"].items()))
         for impl, per_dev in op["impls"].items():

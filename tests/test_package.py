@@ -66,3 +66,16 @@ def test_kernels_are_a_subpackage_not_a_top_level_name(tmp_path):
     r = _run("-c", code, cwd=tmp_path)  # outside the source tree
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "sgan_fast.kernels.softlabel_proj"]
+
+
+def test_info_says_where_inception_weights_come_from(monkeypatch, tmp_path):
+    monkeypatch.setenv("SGAN_FAST_INCEPTION", str(tmp_path / "mine.pt"))
+    buf = io.StringIO()
+    assert sgan_fast.info(file=buf)["inception_weights"] == str(tmp_path / "mine.pt")
+    assert f"Inception weights for FID: {tmp_path / 'mine.pt'}" in buf.getvalue()
+    from sgan_fast.metrics import features
+    monkeypatch.delenv("SGAN_FAST_INCEPTION")
+    monkeypatch.setattr(features, "shipped_torchscript", lambda: None)
+    buf = io.StringIO()
+    assert sgan_fast.info(file=buf)["inception_weights"] is None
+    assert "none found (see docs/eval.md)" in buf.getvalue()
