@@ -29,7 +29,7 @@ def classification_accuracy_score(generated, test_set, cfg: ClassifyConfig) -> d
                              seed=cfg.seed, desc="CAS classifier")
     t_y = np.asarray(test_set.labels, dtype=np.int64)
     logits = predict_logits(model, _Images(test_set.images, device), np.arange(len(t_y)),
-                            batch_size=cfg.eval_batch_size, amp=cfg.amp)
+                            batch_size=cfg.eval_batch_size)
     pred = logits.argmax(1).numpy()
     acc = _per_class_accuracy(pred, t_y, C)
     return dict(balanced_accuracy=_balanced(acc), accuracy=float((pred == t_y).mean()),

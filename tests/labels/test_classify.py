@@ -302,8 +302,8 @@ def _learnable(N=400, C=4, size=16, seed=0):
 
 @pytest.mark.gpu
 def test_gpu_run_with_bf16_autocast_matches_its_own_models():
-    """On a GPU (bf16 autocast, channels_last, data resident on the device): the run learns,
-    and the bank holds exactly the held-out models' calibrated predictions."""
+    """On a GPU (bf16 autocast in training, channels_last, data resident on the device): the
+    run learns, and the bank holds exactly the held-out models' float32 calibrated predictions."""
     from sgan_fast.labels.classifier import _Images, predict_logits
     ds, test = _learnable(), _learnable(seed=1)
     cfg = ClassifyConfig(arch="resnet8", folds=2, epochs=5, batch_size=32, flip=False,  # flips swap quadrants
@@ -313,6 +313,6 @@ def test_gpu_run_with_bf16_autocast_matches_its_own_models():
     images = _Images(ds.images, torch.device("cuda"))
     for f, model in enumerate(r.models):
         rows = np.flatnonzero(r.fold_of == f)                    # the same rows, same batching
-        logits = predict_logits(model, images, rows, batch_size=cfg.eval_batch_size, amp=True)
+        logits = predict_logits(model, images, rows, batch_size=cfg.eval_batch_size)
         expect = torch.softmax(logits.double() / r.temperature, 1)
         torch.testing.assert_close(r.bank.table[rows].double(), expect, rtol=0, atol=1e-4)
