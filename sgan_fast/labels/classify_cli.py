@@ -76,12 +76,16 @@ def run(args) -> int:
                          amp=not args.no_amp, seed=args.seed, device=args.device, topk=args.topk,
                          bank_dtype=args.bank_dtype, progress=not args.quiet)
     cfg.check()   # before the data is opened: a bad flag should not cost a decode
+    # The output folder must be writable before hours of training, not after.
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        print(f"sgan-fast classify: cannot write to {out}", file=sys.stderr)
+        return 2
     train, test, subset = open_data(data_spec(args))
     print(f"sgan-fast classify: {len(train)} training images, {train.num_classes} classes "
           f"(per class {', '.join(str(int(c)) for c in train.class_counts())})"
           + (f"; test split of {len(test)}" if test is not None else "; no test split"))
     result = classify(train, cfg, test_set=test)
-    os.makedirs(out, exist_ok=True)
     path = {f: os.path.join(out, f) for f in OUTPUTS}
     result.bank.save(path["bank.npz"])
     result.save_classifier(path["classifier.pt"], cfg)

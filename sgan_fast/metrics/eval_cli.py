@@ -103,6 +103,9 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     device = _device(args.device)
+    os.makedirs(out, exist_ok=True)          # writable before the features are computed
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"cannot write to {out}")
     backend = (classifier_backend(args.classifier) if args.backend == "classifier"
                else inception_backend(args.inception, value_range=None if args.inception_range is None
                                       else RANGES[args.inception_range]))
@@ -149,7 +152,6 @@ def run(args) -> int:
         cfg = ClassifyConfig(epochs=args.cas_epochs, seed=args.seed, device=args.device,
                              progress=progress, folds=1, calibrate=False)
         report["cas"] = classification_accuracy_score(generated, _arrays(test, progress), cfg)
-    os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
     table = report_markdown(report)
     atomic_write_text(os.path.join(out, "report.md"), table)
