@@ -161,3 +161,24 @@ def speedup_table(rows, providers, keys, headers, baselines, *, best_label="best
                 cells.append(f"{100 * by[best]['graph_gb_s'] / by[best]['copy_gb_s']:.0f}%")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def machine():
+    """(device name, triton version or "none", ISO date): what every result row records."""
+    import datetime
+    import platform
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = "none"
+    return name, triton_version, datetime.date.today().isoformat()
+
+
+def parse_cases(spec):
+    """"all" -> None; "256x1000x1536,50000x1000" -> {(256, 1000, 1536), (50000, 1000)}."""
+    if spec == "all":
+        return None
+    return {tuple(int(x) for x in s.split("x")) for s in spec.split(",")}

@@ -26,9 +26,7 @@ versions and date.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 
 import torch
@@ -36,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (count_kernels, speedup_table, time_cpu, time_gpu, time_graph,  # noqa: E402
+from _common import (machine, parse_cases, count_kernels, speedup_table, time_cpu, time_gpu, time_graph,  # noqa: E402
                      warm_up_gpu, write_outputs)
 
 from sgan_fast.labels import SoftLabelBank  # noqa: E402
@@ -137,15 +135,8 @@ def main(argv=None):
         args.quick = True
     if args.quick:
         cases = [(50_000, 1000)]
-    compile_cases = None if args.compile_cases == "all" else {
-        tuple(int(x) for x in s.split("x")) for s in args.compile_cases.split(",")}
-    name = torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu"
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = "none"
-    date = datetime.date.today().isoformat()
+    compile_cases = parse_cases(args.compile_cases)
+    name, triton_version, date = machine()
     if gpu:
         warm_up_gpu()
     print(f"# bank lookup on {name}; torch {torch.__version__}, triton {triton_version}, {date}")

@@ -21,9 +21,7 @@ versions and date. Target (issue #5): at least 50k images/s at 32 px on an H100.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import write_outputs  # noqa: E402
+from _common import machine, write_outputs  # noqa: E402
 
 from sgan_fast.data import (ArrayDataset, BatchSampler, DALILoader, GPUResidentLoader,  # noqa: E402
                             ImageFolder, TorchLoader)
@@ -92,8 +90,7 @@ def main(argv=None):
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
     N = args.num_images or (50_000 if gpu else 5_000)
-    name = torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu"
-    date = datetime.date.today().isoformat()
+    name, _, date = machine()
     print(f"# data loaders on {name}; torch {torch.__version__}, {date}; N={N}, batch {args.batch}")
     rows = []
     n_folder = args.folder_images or (20_000 if gpu else 2_000)

@@ -26,9 +26,7 @@ es * (2 B F + 2 C F + F + B) + label bytes. forward+backward is the sum.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 
 import torch
@@ -37,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (copy_bandwidth, count_kernels, speedup_table, time_cpu,  # noqa: E402
+from _common import (machine, parse_cases, copy_bandwidth, count_kernels, speedup_table, time_cpu,  # noqa: E402
                      time_gpu, time_graph, warm_up_gpu, write_outputs)
 
 from sgan_fast.ops import softlabel_proj, softlabel_proj_ref, why_unavailable  # noqa: E402
@@ -128,15 +126,8 @@ def main(argv=None):
     shapes = [(B, C, F) for B in BS for C in CS for F in FS]
     if args.quick:
         shapes = [TARGET, (1024, 1000, 1536)]
-    compile_shapes = None if args.compile_shapes == "all" else {
-        tuple(int(x) for x in s.split("x")) for s in args.compile_shapes.split(",")}
-    name = torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu"
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = "none"
-    date = datetime.date.today().isoformat()
+    compile_shapes = parse_cases(args.compile_shapes)
+    name, triton_version, date = machine()
     if gpu:
         warm_up_gpu()
     copy_gbs = copy_bandwidth() if gpu else float("nan")

@@ -26,9 +26,7 @@ over biggan_loop_compile, eager and in graph time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 
 import torch
@@ -37,7 +35,7 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (count_kernels, time_cpu, time_gpu, time_graph,  # noqa: E402
+from _common import (machine, count_kernels, time_cpu, time_gpu, time_graph,  # noqa: E402
                      warm_up_gpu, write_outputs)
 
 from sgan_fast.ops import (spectral_norm_grouped, spectral_norm_grouped_ref,  # noqa: E402
@@ -139,13 +137,7 @@ def main(argv=None):
     if not gpu:
         print("No GPU: CPU providers only (torch_param, biggan_loop, cpu), biggan32, float32.")
         args.lists, args.dtypes = ["biggan32"], ["float32"]
-    name = torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu"
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = "none"
-    date = datetime.date.today().isoformat()
+    name, triton_version, date = machine()
     print(f"# spectral_norm on {name}; torch {torch.__version__} (CUDA {torch.version.cuda}), "
           f"triton {triton_version}, {date}")
     if gpu:
