@@ -59,3 +59,22 @@ def atomic_torch_save(path, obj) -> None:
 def atomic_write_text(path, text: str) -> None:
     """A text file (reports), written atomically (see atomic_write)."""
     atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def refuse_overwrite(out, names, overwrite: bool) -> None:
+    """ValueError when the folder `out` already holds any of `names` and overwrite is off:
+    a command never replaces an earlier run's results silently."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder")
+    existing = [n for n in names if os.path.exists(os.path.join(out, n))]
+    if existing and not overwrite:
+        raise ValueError(f"{out} already holds {', '.join(existing)} from an earlier run; pass "
+                         "--overwrite to replace them, or choose another --out")
+
+
+def writable_dir(out) -> None:
+    """Creates `out` if needed; ValueError when it cannot be written (checked before long work)."""
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"cannot write to {out}")

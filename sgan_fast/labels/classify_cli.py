@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, refuse_overwrite, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
 from .classifier import BALANCE, ClassifyConfig, classify, report_table
 
@@ -60,14 +59,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     out = args.out
-    if os.path.exists(out) and not os.path.isdir(out):
-        print(f"sgan-fast classify: --out {out} is a file, not a folder", file=sys.stderr)
-        return 2
-    existing = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f))]
-    if existing and not args.overwrite:
-        print(f"sgan-fast classify: {out} already holds {', '.join(existing)} from an earlier run; "
-              "pass --overwrite to replace them, or choose another --out", file=sys.stderr)
-        return 2
+    refuse_overwrite(out, OUTPUTS, args.overwrite)
     cfg = ClassifyConfig(arch=args.arch, weights=args.weights, input_size=args.input_size,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, balance=args.balance, tau=args.tau,
@@ -77,10 +69,7 @@ def run(args) -> int:
                          bank_dtype=args.bank_dtype, progress=not args.quiet)
     cfg.check()   # before the data is opened: a bad flag should not cost a decode
     # The output folder must be writable before hours of training, not after.
-    os.makedirs(out, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        print(f"sgan-fast classify: cannot write to {out}", file=sys.stderr)
-        return 2
+    writable_dir(out)
     train, test, subset = open_data(data_spec(args))
     print(f"sgan-fast classify: {len(train)} training images, {train.num_classes} classes "
           f"(per class {', '.join(str(int(c)) for c in train.class_counts())})"

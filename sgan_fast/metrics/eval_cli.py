@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, refuse_overwrite, writable_dir
 from ..data.datasets import ArrayDataset
 from ..data.spec import add_data_args, data_spec, open_data, open_one
 
@@ -90,11 +89,7 @@ def run(args) -> int:
     from .report import plot_per_class, report_markdown
 
     out, progress = args.out, not args.quiet
-    existing = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f))]
-    if existing and not args.overwrite:
-        print(f"sgan-fast eval: {out} already holds {', '.join(existing)}; pass --overwrite to "
-              "replace them, or choose another --out", file=sys.stderr)
-        return 2
+    refuse_overwrite(out, OUTPUTS, args.overwrite)
     if args.backend == "classifier" and not args.classifier:
         raise ValueError("--backend classifier needs --classifier runs/<name>/classifier.pt")
     check_settings(k=args.k, kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
@@ -103,9 +98,7 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     device = _device(args.device)
-    os.makedirs(out, exist_ok=True)          # writable before the features are computed
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"cannot write to {out}")
+    writable_dir(out)          # before the features are computed
     backend = (classifier_backend(args.classifier) if args.backend == "classifier"
                else inception_backend(args.inception, value_range=None if args.inception_range is None
                                       else RANGES[args.inception_range]))
