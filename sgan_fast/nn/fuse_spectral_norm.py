@@ -39,13 +39,15 @@ class _Layer:
     name: str
     module: nn.Module
     semantics: str
+    # Getters, not tensors: .to() / .double() replace a module's buffers with new tensors,
+    # and the grouped update must read and update the ones the model holds now.
     weight: Callable[[], torch.Tensor]
-    u: torch.Tensor
-    v: Optional[torch.Tensor]
+    u: Callable[[], torch.Tensor]
+    v: Optional[Callable[[], torch.Tensor]]
     num_iters: int
     eps: float
     transposed: bool
-    sv: Optional[torch.Tensor] = None  # BigGAN's logging buffer sv0
+    sv: Optional[Callable[[], torch.Tensor]] = None  # BigGAN's logging buffer sv0
 
 
 class FusedSpectralNorm:
@@ -86,14 +88,14 @@ class FusedSpectralNorm:
         for (semantics, num_iters, eps, _, _, training), members in groups.items():
             layers = [m[0] for m in members]
             weights = [m[1] for m in members]
-            vs = None if semantics == "biggan" else [layer.v for layer in layers]
+            vs = None if semantics == "biggan" else [layer.v() for layer in layers]
             normed, s = spectral_norm_grouped(
-                weights, [layer.u for layer in layers], vs, semantics=semantics,
+                weights, [layer.u() for layer in layers], vs, semantics=semantics,
                 num_iters=num_iters, eps=eps, training=training,
                 transposed=[layer.transposed for layer in layers], impl=self.impl,
                 check=self.check, return_scales=True)
             if training:
-                svs = [(layer.sv, i) for i, layer in enumerate(layers) if layer.sv is not None]
+                svs = [(layer.sv(), i) for i, layer in enumerate(layers) if layer.sv is not None]
                 if svs:
                     with torch.no_grad():
                         torch._foreach_copy_([b.view(-1) for b, _ in svs],
@@ -181,8 +183,9 @@ def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
                 elif original.dim() < 2 or sn.dim not in (0, 1):
                     skipped.append(f"{name}: weight of {original.dim()} dims with dim={sn.dim}")
                 else:
-                    layers.append(_Layer(name, m, "torch", lambda p=plist: p.original, sn._u,
-                                         sn._v, sn.n_power_iterations, sn.eps, sn.dim == 1))
+                    layers.append(_Layer(name, m, "torch", lambda p=plist: p.original,
+                                         lambda sn=sn: sn._u, lambda sn=sn: sn._v,
+                                         sn.n_power_iterations, sn.eps, sn.dim == 1))
             continue
         key, hook = _legacy_hook(m)
         if hook is not None:
@@ -192,7 +195,8 @@ def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
                 continue
             layers.append(_Layer(name, m, "torch_legacy",
                                  lambda m=m, n=hook.name + "_orig": getattr(m, n),
-                                 getattr(m, hook.name + "_u"), getattr(m, hook.name + "_v"),
+                                 lambda m=m, n=hook.name + "_u": getattr(m, n),
+                                 lambda m=m, n=hook.name + "_v": getattr(m, n),
                                  hook.n_power_iterations, hook.eps, hook.dim == 1))
             continue
         if all(hasattr(m, a) for a in ("weight", "u0", "num_svs", "num_itrs", "eps", "W_")):
@@ -200,9 +204,9 @@ def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
                 skipped.append(f"{name}: num_svs={m.num_svs}, transpose="
                                f"{getattr(m, 'transpose', False)} keeps its own update")
                 continue
-            layers.append(_Layer(name, m, "biggan", lambda m=m: m.weight, m.u0, None,
+            layers.append(_Layer(name, m, "biggan", lambda m=m: m.weight, lambda m=m: m.u0, None,
                                  int(m.num_itrs), float(m.eps), False,
-                                 getattr(m, "sv0", None)))
+                                 (lambda m=m: m.sv0) if hasattr(m, "sv0") else None))
     return layers, skipped
 
 
