@@ -122,6 +122,24 @@ class ArrayDataset(LabelledImages):
             sub.paths = [self.paths[i] for i in idx]
         return sub
 
+    def padded(self, size: int, value: int = 0) -> "ArrayDataset":
+        """The same images centred on a size x size canvas of `value` (e.g. 28x28 MNIST-like
+        digits on black -> 32x32 for a 32 px GAN). Labels, keys and file paths are unchanged,
+        so the fingerprint, and the soft-label bank made for the original, still match."""
+        h, w = self.resolution
+        if (h, w) == (size, size):
+            return self
+        if h > size or w > size or (size - h) % 2 or (size - w) % 2:
+            raise ValueError(f"cannot pad {h}x{w} images to {size}x{size} (it needs a larger, "
+                             "evenly larger size); resize the images instead")
+        t, l = (size - h) // 2, (size - w) // 2
+        x = np.full((len(self), size, size, self.channels), value, dtype=np.uint8)
+        x[:, t:t + h, l:l + w] = self.images
+        out = ArrayDataset(x, self.labels, num_classes=self.num_classes,
+                           class_names=self.class_names, name=self.name, keys=self.keys)
+        out.paths = self.paths
+        return out
+
     @property
     def resolution(self) -> tuple:
         return tuple(self.images.shape[1:3])

@@ -1,0 +1,174 @@
+"""TrainConfig: every setting of a Softlabel-GAN run, with documented defaults per resolution.
+
+Settings left at None take the default of the model's resolution (RESOLUTION_DEFAULTS),
+which follow BigGAN / DiffAugment-BigGAN practice:
+
+    resolution   ch   batch   d_steps   g_lr    d_lr    z_dim   attention (G and D)
+    32           64   64      4         2e-4    2e-4    128     none
+    64           64   128     2         1e-4    4e-4    120     32
+    128          96   256     1         1e-4    4e-4    120     64
+
+A config is a flat dataclass of plain values, so it is stored in every checkpoint, read from
+and written to YAML, and compared on --resume (settings that change the model or the
+optimiser must match; the run length and the logging intervals may change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+RESOLUTION_DEFAULTS = {
+    32: dict(ch=64, batch_size=64, d_steps=4, g_lr=2e-4, d_lr=2e-4, z_dim=128, attention=None),
+    64: dict(ch=64, batch_size=128, d_steps=2, g_lr=1e-4, d_lr=4e-4, z_dim=120, attention=32),
+    128: dict(ch=96, batch_size=256, d_steps=1, g_lr=1e-4, d_lr=4e-4, z_dim=120, attention=64),
+}
+PRECISIONS = ("auto", "bf16", "fp32")
+AUTO_BOOL = ("auto", "on", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+BEST_METRICS = ("intra_fid", "fid")
+
+# What may differ between a checkpoint's config and the resumed run's: how long it runs and
+# how often it reports; everything else changes the model, the data order or the optimiser.
+RESUMABLE_CHANGES = ("steps", "max_minutes", "log_every", "ckpt_every", "sample_every",
+                     "eval_every", "eval_per_class", "progress", "tensorboard", "compile",
+                     "compile_mode", "device")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # model
+    resolution: int = 32
+    ch: Optional[int] = None
+    z_dim: Optional[int] = None
+    shared_dim: int = 128
+    attention: Optional[int] = None     # None: the resolution's default; 0: none
+    init: str = "ortho"
+    # optimisation
+    steps: int = 10_000                 # generator steps; each follows d_steps D steps
+    batch_size: Optional[int] = None
+    d_steps: Optional[int] = None
+    g_lr: Optional[float] = None
+    d_lr: Optional[float] = None
+    adam_beta1: float = 0.0
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-6
+    # Softlabel-GAN: what D sees as the class vector of a real image (labels.targets)
+    target: str = "softmax"
+    # augmentation and regularisation
+    augment: str = "color,translation,cutout"   # DiffAugment policy; "" for none
+    mirror: bool = True
+    ema_decay: float = 0.9999
+    ema_start: int = 1000
+    lecam: float = 0.0                  # LeCam weight; 0 = off
+    lecam_decay: float = 0.99
+    sampler: str = "instance"
+    seed: int = 0
+    # speed (each switchable; `reference` turns every one off)
+    reference: bool = False             # all ops impl="ref", eager, float32
+    impl: str = "auto"
+    precision: str = "auto"             # bf16 autocast on a GPU, fp32 on the CPU
+    channels_last: str = "auto"         # on a GPU
+    compile: str = "auto"               # torch.compile G and D's trunk on a GPU
+    compile_mode: str = "default"       # "reduce-overhead" adds CUDA graphs
+    deterministic: bool = False         # torch.use_deterministic_algorithms
+    device: Optional[str] = None        # default: cuda when present
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this long
+    # outputs
+    log_every: int = 50
+    ckpt_every: int = 1000
+    sample_every: int = 1000
+    eval_every: int = 0                 # 0 = no periodic evaluation
+    eval_per_class: int = 50
+    best_metric: str = "intra_fid"
+    progress: bool = True
+    tensorboard: bool = True            # when the tensorboard package is installed
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every None filled from the resolution's defaults, checked."""
+        if self.resolution not in RESOLUTION_DEFAULTS:
+            raise ValueError(f"resolution must be one of {sorted(RESOLUTION_DEFAULTS)}, got "
+                             f"{self.resolution}")
+        d = RESOLUTION_DEFAULTS[self.resolution]
+        out = dataclasses.replace(self)
+        for k, v in d.items():
+            if getattr(out, k) is None:
+                setattr(out, k, v)
+        if out.attention == 0:
+            out.attention = None
+        out.check()
+        return out
+
+    def check(self) -> None:
+        def positive(name, integer=True):
+            v = getattr(self, name)
+            if v is None:
+                return
+            if (integer and (not isinstance(v, int) or isinstance(v, bool))) or v <= 0:
+                raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, "
+                                 f"got {v!r}")
+
+        for name in ("steps", "batch_size", "d_steps", "ch", "z_dim", "shared_dim", "log_every",
+                     "ckpt_every", "sample_every", "eval_per_class"):
+            positive(name)
+        for name in ("g_lr", "d_lr", "adam_eps"):
+            positive(name, integer=False)
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        for name in ("eval_every", "ema_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise ValueError(f"Adam betas must be in [0, 1), got {self.adam_beta1}, {self.adam_beta2}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
+            raise ValueError(f"lecam must be >= 0 and lecam_decay in [0, 1), got {self.lecam}, "
+                             f"{self.lecam_decay}")
+        choices = dict(precision=PRECISIONS, channels_last=AUTO_BOOL, compile=AUTO_BOOL,
+                       compile_mode=COMPILE_MODES, best_metric=BEST_METRICS,
+                       init=("ortho", "N02", "xavier"),
+                       impl=("auto", "ref", "cpu", "cuda", "triton"))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        from ..labels.targets import Target
+        Target.parse(self.target)
+        from .augment import parse_policy
+        parse_policy(self.augment)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, what: str = "config") -> "TrainConfig":
+        """A config from a dict (YAML, a checkpoint); unknown keys are refused by name."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{what}: unknown setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(names))}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path) -> "TrainConfig":
+        import yaml
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of settings, got "
+                             f"{type(d).__name__}")
+        return cls.from_dict({k.replace("-", "_"): v for k, v in d.items()}, what=str(path))
+
+    def to_yaml(self) -> str:
+        import yaml
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def resume_differences(saved: dict, now: "TrainConfig") -> list[str]:
+    """The settings that differ between a checkpoint's (resolved) config and this run's and
+    that a resumed run may not change."""
+    mine = now.to_dict()
+    return [f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in mine
+            if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]

@@ -1,0 +1,440 @@
+"""The Softlabel-GAN trainer: hinge loss, n D steps per G step, DiffAugment, EMA, LeCam.
+
+    trainer = Trainer(TrainConfig(resolution=32), dataset, bank=bank, out="runs/fmnist")
+    result = trainer.fit()          # or Trainer.resume(...) to continue a run
+
+One step (`cfg.d_steps` discriminator updates, then one generator update):
+    D: real x (soft labels from the bank) and G(z, y) (one-hot y, no gradient to G), both
+       DiffAugmented, through D's trunk as one batch; the head runs on each half with its
+       labels; hinge loss (+ LeCam); Adam.
+    G: G(z, y) -> DiffAugment -> D (frozen) with the one-hot y; hinge loss; Adam; EMA.
+Fake labels and latents are drawn uniformly from the trainer's own generators, the
+augmentation parameters from another, so a resumed run draws exactly what the
+uninterrupted run would have.
+
+The fast path (the default on a GPU): bf16 autocast, channels_last, torch.compile of G and
+D's trunk, sgan_fast's fused ops ("auto"). `reference=True` runs the same model with every op
+impl="ref", eager and float32: the baseline of the benchmarks and the equivalence tests.
+
+Losses are checked for NaN/Inf without a host sync per step: the first non-finite step of
+each loss is kept on the device and read at every log step and before every checkpoint, and
+training stops naming the step and the loss, without overwriting the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from typing import Callable, Optional
+
+import torch
+
+from .._io import atomic_write_text
+from .._progress import Progress
+from ..data.loader import make_loader
+from ..data.samplers import BatchSampler
+from ..labels.targets import Target
+from ..models import Discriminator, Generator
+from .augment import DiffAugment
+from .checkpoint import BEST, LATEST, CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig, resume_differences
+from .ema import GeneratorEMA
+from .losses import LeCam, hinge_d, hinge_g
+from .run_log import RunLog
+from .sampling import class_grid, latents, save_grid
+
+LOSS_NAMES = ("d_loss", "g_loss")
+LOG_FIELDS = ("d_loss", "d_loss_real", "d_loss_fake", "d_real", "d_fake", "g_loss", "lecam")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    status: str                # "done", "interrupted" (signal), "time limit"
+    step: int
+    checkpoint: Optional[str]
+    seconds: float
+    images_per_second: float   # real images consumed per second in this session
+    best: Optional[dict] = None
+
+
+def _choose(setting: str, default: bool) -> bool:
+    return default if setting == "auto" else setting == "on"
+
+
+class Trainer:
+    """See the module docstring. `dataset`: an ArrayDataset or ImageFolder at the model's
+    resolution (data.datasets.fit_resolution pads or refuses); `bank`: a SoftLabelBank made
+    for exactly this dataset (needed unless the target is onehot); `out`: the run folder
+    (None: nothing is written, for tests and benchmarks); `evaluator`: a callable
+    (G_ema, step) -> {"fid": .., "intra_fid": ..} for periodic evaluation; `data_info`: how
+    the dataset was opened (stored in checkpoints, for `sample` and `eval --checkpoint`)."""
+
+    def __init__(self, cfg: TrainConfig, dataset, *, bank=None, out: Optional[str] = None,
+                 evaluator: Optional[Callable] = None, data_info: Optional[dict] = None,
+                 callbacks: tuple = ()):
+        cfg = cfg.resolved()
+        if cfg.reference:
+            cfg = dataclasses.replace(cfg, impl="ref", precision="fp32", channels_last="off",
+                                      compile="off")
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device cuda asked for, but torch sees no GPU; pass --device cpu")
+        cfg = dataclasses.replace(cfg, device=str(self.device))
+        self.cfg, self.out, self.evaluator, self.callbacks = cfg, out, evaluator, tuple(callbacks)
+        on_gpu = self.device.type == "cuda"
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu)
+        self.channels_last = _choose(cfg.channels_last, on_gpu)
+        self.compiled = _choose(cfg.compile, on_gpu)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+            if on_gpu:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+        self.dataset = dataset
+        C, R = int(dataset.num_classes), cfg.resolution
+        res = dataset.resolution
+        res = tuple(res) if isinstance(res, (tuple, list)) else (res, res)
+        if res != (R, R):
+            raise ValueError(f"the dataset's images are {res[0]}x{res[1]} but the model is {R}x{R}; "
+                             "pad or resize the dataset to the model's resolution (the CLI pads "
+                             "smaller images, e.g. 28 -> 32)")
+        self.num_classes, self.channels = C, int(dataset.channels)
+        self.target = Target.parse(cfg.target)
+        self.data_info = dict(data_info or {}, fingerprint=dataset.fingerprint().to_json(),
+                              num_classes=C, channels=self.channels,
+                              class_names=list(getattr(dataset, "class_names", [str(c) for c in range(C)])))
+        if self.target.kind != "onehot":
+            if bank is None:
+                raise ValueError(f"target {cfg.target!r} needs the soft-label bank of this dataset "
+                                 "(`sgan-fast classify` writes bank.npz); or train the plain "
+                                 "BigGAN baseline with target onehot")
+            bank.check_dataset(dataset.fingerprint())
+            bank = bank.to(self.device)
+        self.bank = bank
+
+        torch.manual_seed(cfg.seed)
+        g_kw = dict(ch=cfg.ch, z_dim=cfg.z_dim, shared_dim=cfg.shared_dim, attention=cfg.attention,
+                    out_channels=self.channels, init=cfg.init, impl=cfg.impl)
+        self.G = Generator(R, C, **g_kw).to(self.device)
+        self.D = Discriminator(R, C, ch=cfg.ch, attention=cfg.attention, in_channels=self.channels,
+                               init=cfg.init, impl=cfg.impl).to(self.device)
+        self.G_ema = Generator(**self.G.config).to(self.device)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self.G_ema.eval().requires_grad_(False)
+        if self.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        betas = (cfg.adam_beta1, cfg.adam_beta2)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas, eps=cfg.adam_eps)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas, eps=cfg.adam_eps)
+        self.ema = GeneratorEMA(self.G, self.G_ema, decay=cfg.ema_decay, start_step=cfg.ema_start)
+        self.lecam = LeCam(decay=cfg.lecam_decay) if cfg.lecam > 0 else None
+        self.augment = DiffAugment(cfg.augment)
+
+        sampler = BatchSampler(dataset.labels, cfg.batch_size, mode=cfg.sampler, seed=cfg.seed,
+                               num_classes=C)
+        self.loader = make_loader(dataset, sampler, device=self.device, flip=cfg.mirror,
+                                  flip_seed=cfg.seed, channels_last=self.channels_last)
+        self._batches = None
+        self.gen_z = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1)
+        self.gen_aug = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 2)
+
+        self.G_run, self.D_trunk = self.G, self.D.trunk
+        if self.compiled:
+            self.G_run = torch.compile(self.G, mode=cfg.compile_mode)
+            self.D_trunk = torch.compile(self.D.trunk, mode=cfg.compile_mode)
+        # inside a compiled graph a host-side range check would break the graph
+        self.G.check_inputs = self.D.check_inputs = not self.compiled
+
+        self.step = 0
+        self.best: Optional[dict] = None
+        self._acc = torch.zeros(len(LOG_FIELDS), device=self.device, dtype=torch.float64)
+        self._acc_d = self._acc_g = 0
+        self._first_bad = torch.full((len(LOSS_NAMES),), -1, dtype=torch.int64, device=self.device)
+        self._bad_value = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=self.device)
+        self._last_good_ckpt: Optional[tuple] = None
+        self.log = RunLog(out, tensorboard=cfg.tensorboard) if out is not None else None
+
+    # --- one step --------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _fake_batch(self, n: int):
+        z = latents(n, self.G.config["z_dim"], generator=self.gen_z, device=self.device)
+        y = torch.randint(0, self.num_classes, (n,), generator=self.gen_z, device=self.device)
+        return z, y
+
+    def _real_labels(self, y, idx):
+        if self.target.kind == "onehot":
+            return y
+        return self.bank.labels(idx, self.target)
+
+    def _aug(self, x):
+        if not self.augment:
+            return x
+        p = self.augment.sample(x.shape[0], x.shape[2], x.shape[3], generator=self.gen_aug,
+                                device=self.device)
+        return self.augment(x, p)
+
+    def _next_batch(self):
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        _, batch = next(self._batches)
+        return batch
+
+    def _watch(self, i: int, loss: torch.Tensor, step: int) -> None:
+        """Records the first step at which loss i is not finite (device ops only)."""
+        bad = ~torch.isfinite(loss.detach())
+        first = self._first_bad[i]
+        take = bad & (first < 0)
+        self._first_bad[i] = torch.where(take, torch.full_like(first, step), first)
+        self._bad_value[i] = torch.where(take, loss.detach().double(), self._bad_value[i])
+
+    def d_step(self, real, y_real, idx) -> None:
+        B = real.shape[0]
+        z, y_fake = self._fake_batch(B)
+        with self._autocast():
+            with torch.no_grad():
+                fake = self.G_run(z, y_fake)
+            x = torch.cat([real.to(fake.dtype), fake])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            h = self.D_trunk(self._aug(x))
+            d_real = self.D.head(h[:B], self._real_labels(y_real, idx)).float()
+            d_fake = self.D.head(h[B:], y_fake).float()
+        loss, loss_real, loss_fake = hinge_d(d_real, d_fake)
+        pen = torch.zeros((), device=self.device)
+        if self.lecam is not None:
+            pen = self.lecam.penalty(d_real, d_fake)
+            loss = loss + self.cfg.lecam * pen
+            self.lecam.update(d_real, d_fake)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_D.step()
+        self._watch(0, loss, self.step + 1)
+        with torch.no_grad():
+            self._acc[:5] += torch.stack([loss, loss_real, loss_fake, d_real.mean(),
+                                          d_fake.mean()]).double()
+            self._acc[6] += pen.double()
+        self._acc_d += 1
+
+    def g_step(self) -> None:
+        B = self.cfg.batch_size
+        z, y_fake = self._fake_batch(B)
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                fake = self.G_run(z, y_fake)
+                d_fake = self.D.head(self.D_trunk(self._aug(fake)), y_fake).float()
+            loss = hinge_g(d_fake)
+            self.opt_G.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_G.step()
+        finally:
+            self.D.requires_grad_(True)
+        self._watch(1, loss, self.step + 1)
+        with torch.no_grad():
+            self._acc[5] += loss.detach().double()
+        self._acc_g += 1
+
+    def train_step(self) -> None:
+        """cfg.d_steps discriminator updates, one generator update, the EMA; step += 1."""
+        self.G.train(), self.D.train()
+        for _ in range(self.cfg.d_steps):
+            real, y_real, idx = self._next_batch()
+            self.d_step(real, y_real, idx)
+        self.g_step()
+        self.step += 1
+        self.ema.update(self.step)
+
+    # --- checks, logs, checkpoints ----------------------------------------------------------
+
+    def check_finite(self) -> None:
+        """NonFiniteLossError naming the first non-finite loss and its step (one host sync)."""
+        first = self._first_bad.tolist()
+        for i, s in enumerate(first):
+            if s >= 0:
+                value = float(self._bad_value[i])
+                kept = (f"the last good checkpoint ({self._last_good_ckpt[0]}, step "
+                        f"{self._last_good_ckpt[1]}) is kept" if self._last_good_ckpt
+                        else "no checkpoint had been written yet")
+                raise NonFiniteLossError(
+                    f"{LOSS_NAMES[i]} became {value} at step {s}; training stopped and {kept}. "
+                    "Lower the learning rates, or try --precision fp32")
+
+    def _params_finite(self) -> bool:
+        ps = [p.detach() for m in (self.G, self.D) for p in m.parameters()]
+        norms = torch._foreach_norm(ps)
+        return bool(torch.isfinite(torch.stack(norms)).all())
+
+    def _log_row(self, seconds: float, images: int) -> dict:
+        acc = self._acc.tolist()
+        nd, ng = max(self._acc_d, 1), max(self._acc_g, 1)
+        row = {name: acc[i] / (ng if name == "g_loss" else nd) for i, name in enumerate(LOG_FIELDS)}
+        row.update(step=self.step, images_per_second=images / max(seconds, 1e-9))
+        self._acc.zero_()
+        self._acc_d = self._acc_g = 0
+        return row
+
+    def state_dict(self) -> dict:
+        rng = dict(z=self.gen_z.get_state(), aug=self.gen_aug.get_state(), cpu=torch.get_rng_state(),
+                   cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+        return dict(step=self.step, config=self.cfg.to_dict(), data=self.data_info,
+                    model_config=dict(G=self.G.config, D=self.D.config),
+                    G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
+                    opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
+                    ema=self.ema.state_dict(),
+                    lecam=self.lecam.state_dict() if self.lecam is not None else None,
+                    rng=rng, loader=self.loader.state_dict(), best=self.best)
+
+    def save(self, name: str = LATEST) -> Optional[str]:
+        """Writes the checkpoint `name` into out/checkpoints, after checking that the losses
+        and the parameters are finite (a NaN state never replaces a good checkpoint)."""
+        if self.out is None:
+            return None
+        self.check_finite()
+        if not self._params_finite():
+            raise NonFiniteLossError(f"the parameters are not finite at step {self.step}; "
+                                     "the checkpoint was not written")
+        path = os.path.join(self.out, "checkpoints", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_checkpoint(path, self.state_dict())
+        if name == LATEST:
+            self._last_good_ckpt = (path, self.step)
+        return path
+
+    def load_state_dict(self, state: dict, *, source: str = "checkpoint") -> None:
+        diffs = resume_differences(state["config"], self.cfg)
+        if diffs:
+            raise CheckpointError(f"{source} was trained with other settings: " + "; ".join(diffs)
+                                  + " (only the run length, logging and compile settings may change "
+                                  "on --resume)")
+        fp_saved = (state.get("data") or {}).get("fingerprint")
+        if fp_saved != self.data_info["fingerprint"]:
+            from ..labels.fingerprint import DatasetFingerprint
+            diff = (DatasetFingerprint.from_json(fp_saved).differences(self.dataset.fingerprint())
+                    if fp_saved else ["it records no dataset"])
+            raise CheckpointError(f"{source} was trained on other data: "
+                                  + "; ".join(d.replace("the bank", "the checkpoint") for d in diff))
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.ema.load_state_dict(state["ema"])
+        if self.lecam is not None:
+            self.lecam.load_state_dict(state["lecam"])
+        rng = state["rng"]
+        self.gen_z.set_state(rng["z"])
+        self.gen_aug.set_state(rng["aug"])
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.loader.load_state_dict(state["loader"])
+        self._batches = None
+        self.step = int(state["step"])
+        self.best = state.get("best")
+
+    @classmethod
+    def resume(cls, cfg: TrainConfig, dataset, checkpoint, **kwargs) -> "Trainer":
+        """A trainer that continues the run of `checkpoint` (a file or run folder)."""
+        state = load_checkpoint(checkpoint)
+        t = cls(cfg, dataset, **kwargs)
+        t.load_state_dict(state, source=str(checkpoint))
+        if t.out is not None:
+            t._last_good_ckpt = (os.path.join(t.out, "checkpoints", LATEST), t.step)
+            t.log.truncate_after(t.step)
+        return t
+
+    def sample_grid(self, name: str, per_class: int = 8) -> Optional[str]:
+        if self.out is None:
+            return None
+        imgs = class_grid(self.G_ema, self.num_classes, per_class, seed=self.cfg.seed)
+        path = os.path.join(self.out, "samples", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_grid(imgs, path, per_class)
+        return path
+
+    def evaluate(self) -> Optional[dict]:
+        if self.evaluator is None:
+            return None
+        res = dict(self.evaluator(self.G_ema, self.step), step=self.step)
+        key = self.cfg.best_metric
+        if self.best is None or res[key] < self.best[key]:
+            self.best = res
+            if self.out is not None:
+                self.save(BEST)
+        if self.log is not None:
+            self.log.eval_row(res)
+        return res
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Trains up to cfg.steps (or cfg.max_minutes); checkpoints every cfg.ckpt_every steps,
+        at the end and on SIGTERM/SIGINT (then returns status "interrupted")."""
+        cfg = self.cfg
+        stop: dict = {"signal": None}
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            def on_signal(signum, frame):
+                stop["signal"] = signum
+            for s in (signal.SIGTERM, signal.SIGINT):
+                handlers[s] = signal.signal(s, on_signal)
+        if self.out is not None:
+            os.makedirs(self.out, exist_ok=True)
+            atomic_write_text(os.path.join(self.out, "config.yaml"), cfg.to_yaml())
+        start = time.perf_counter()
+        t_log, img_log, step0 = start, 0, self.step
+        per_step = cfg.batch_size * cfg.d_steps
+        bar = Progress("train", cfg.steps, unit=" step", enabled=cfg.progress)
+        status = "done"
+        try:
+            while self.step < cfg.steps:
+                self.train_step()
+                img_log += per_step
+                for cb in self.callbacks:
+                    cb(self)
+                if self.device.type == "cpu":
+                    self.check_finite()   # free on the CPU: stop at once
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self.check_finite()
+                    now = time.perf_counter()
+                    row = self._log_row(now - t_log, img_log)
+                    t_log, img_log = now, 0
+                    if self.log is not None:
+                        self.log.row(row)
+                    bar.update(self.step, img_s=row["images_per_second"], d=row["d_loss"],
+                               g=row["g_loss"])
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()
+                if self.step % cfg.sample_every == 0:
+                    self.sample_grid(f"step-{self.step:07d}.png")
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if stop["signal"] is not None:
+                    status = "interrupted"
+                    break
+                if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
+                    status = "time limit"
+                    break
+            self.check_finite()
+            path = self.save()
+            if status != "interrupted":
+                self.sample_grid("final.png")
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            if self.log is not None:
+                self.log.flush()
+        seconds = time.perf_counter() - start
+        images = (self.step - step0) * per_step
+        return TrainResult(status, self.step, path, seconds, images / max(seconds, 1e-9), self.best)
