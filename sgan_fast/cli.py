@@ -14,7 +14,7 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
+def _cmd_check_head(args) -> int:
     """The soft-label projection head on random features, checked against the reference."""
     import torch
 
@@ -22,7 +22,7 @@ def _cmd_demo(args) -> int:
     from .ops import resolve_impl
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("sgan-fast demo: --device cuda asked for, but torch sees no GPU", file=sys.stderr)
+        print("sgan-fast check-head: --device cuda asked for, but torch sees no GPU", file=sys.stderr)
         return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
@@ -34,7 +34,7 @@ def _cmd_demo(args) -> int:
     y = torch.randint(0, C, (B,), device=device)
     P = torch.softmax(torch.randn(B, C, device=device) + 4 * torch.nn.functional.one_hot(y, C), 1)
     ran = resolve_impl("softlabel_proj", args.impl, device, dtype)
-    print(f"sgan-fast demo: soft-label projection head, B={B} F={F} C={C}, {args.dtype} on {device}")
+    print(f"sgan-fast check-head: soft-label projection head, B={B} F={F} C={C}, {args.dtype} on {device}")
     print(f"implementation that ran: {ran} (asked for impl={args.impl!r})")
     t0 = time.perf_counter()
     out = head(h, P.to(dtype))
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sgan-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, and which implementation of each op runs here")
-    demo = sub.add_parser("demo", help="run the soft-label projection head on random features")
+    demo = sub.add_parser("check-head", help="run the soft-label projection head on random "
+                          "features and compare it with the reference")
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None,
                       help="default: cuda when a GPU is present, else cpu")
     demo.add_argument("--impl", default="auto", choices=["auto", "ref", "cpu", "cuda", "triton"])
@@ -66,13 +67,18 @@ def main(argv=None) -> int:
     demo.add_argument("--features", type=int, default=256)
     demo.add_argument("--classes", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
+    from . import demo_cli
     from .labels import classify_cli
     from .metrics import eval_cli
+    from .train import train_cli
+    demo_cli.add_parser(sub)
     classify_cli.add_parser(sub)
+    train_cli.add_parser(sub)
     eval_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"info": _cmd_info, "demo": _cmd_demo, "classify": classify_cli.run,
-                "eval": eval_cli.run}
+    commands = {"info": _cmd_info, "check-head": _cmd_check_head, "demo": demo_cli.run,
+                "classify": classify_cli.run, "train": train_cli.run_train,
+                "sample": train_cli.run_sample, "eval": eval_cli.run}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:

@@ -30,7 +30,13 @@ def add_parser(sub) -> None:
                        "coverage per class, with a report and a plot", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
-    p.add_argument("--generated", required=True, help="generated images: a class-folder tree or an .npz")
+    g = p.add_argument_group("generated images (one of)")
+    g.add_argument("--generated", default=None, help="generated images: a class-folder tree or an .npz")
+    g.add_argument("--checkpoint", default=None,
+                   help="a `sgan-fast train` checkpoint or run folder: generate --per-class images "
+                        "of every class with its EMA generator")
+    g.add_argument("--per-class", type=int, default=100, help="with --checkpoint (default 100)")
+    g.add_argument("--truncation", type=float, default=None, help="with --checkpoint: redraw |z| > t")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.add_argument("--real", default="full", choices=["full", "train", "test"],
@@ -78,6 +84,22 @@ def _arrays(ds, progress):
     return ds if isinstance(ds, ArrayDataset) else ds.to_arrays(progress=progress)
 
 
+def _from_checkpoint(args, names, device):
+    """(generated ArrayDataset, a description) from a training checkpoint's EMA generator."""
+    import torch
+
+    from ..train.sampling import generate, load_generator
+    from .generated import generate_images
+    G, meta = load_generator(args.checkpoint, device=device)
+    C = int(meta["data"]["num_classes"])
+    if C != len(names):
+        raise ValueError(f"the checkpoint's generator has {C} classes, the dataset {len(names)}")
+    g = torch.Generator().manual_seed(args.seed)
+    ds = generate_images(lambda y: generate(G, y, generator=g, truncation=args.truncation),
+                         per_class=args.per_class, class_names=names)
+    return ds, f"{os.path.abspath(args.checkpoint)} (step {meta['step']}, EMA generator)"
+
+
 def run(args) -> int:
     from ..labels.classifier import ClassifyConfig, _device
     from .cache import cached_features
@@ -89,6 +111,11 @@ def run(args) -> int:
     from .report import plot_per_class, report_markdown
 
     out, progress = args.out, not args.quiet
+    if (args.generated is None) == (args.checkpoint is None):
+        raise ValueError("give the generated images with --generated, or a generator with "
+                         "--checkpoint (one of the two)")
+    if args.per_class < 1:
+        raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
     refuse_overwrite(out, OUTPUTS, args.overwrite)
     if args.backend == "classifier" and not args.classifier:
         raise ValueError("--backend classifier needs --classifier runs/<name>/classifier.pt")
@@ -117,8 +144,15 @@ def run(args) -> int:
     if args.max_real_per_class:
         real = _per_class_cap(real, args.max_real_per_class, args.seed)
     names = list(train.class_names)
-    generated = open_generated(args.generated, class_names=names, channels=real.channels,
-                               progress=progress)
+    if args.checkpoint is not None:
+        generated, source = _from_checkpoint(args, names, device)
+    else:
+        generated = open_generated(args.generated, class_names=names, channels=real.channels,
+                                   progress=progress)
+        source = os.path.abspath(args.generated)
+    if generated.resolution != real.resolution:
+        # e.g. a 32 px GAN trained on 28 px images padded to 32: compare like with like
+        real = real.padded(generated.resolution[0])
     print(f"sgan-fast eval: {len(generated)} generated and {len(real)} real images "
           f"({args.real}), {len(names)} classes, features: {backend.name}")
     if args.no_cache:
@@ -137,7 +171,7 @@ def run(args) -> int:
                                kid_subsets=args.kid_subsets, is_splits=args.is_splits,
                                seed=args.seed, backend=backend.name, device=device)
     report["real"] = dict(which=args.real, num_images=len(real))
-    report["generated_from"] = os.path.abspath(args.generated)
+    report["generated_from"] = source
     if args.cas:
         if test is None:
             raise ValueError("--cas tests on the real test split, and this dataset has none "

