@@ -46,8 +46,8 @@ def _run(*args, cwd=None):
                           timeout=600)
 
 
-def test_cli_demo_reports_the_implementation_and_matches_reference():
-    r = _run("-m", "sgan_fast.cli", "demo", "--device", "cpu", "--batch", "16")
+def test_cli_check_head_reports_the_implementation_and_matches_reference():
+    r = _run("-m", "sgan_fast.cli", "check-head", "--device", "cpu", "--batch", "16")
     assert r.returncode == 0, r.stderr
     assert "implementation that ran: cpu" in r.stdout
     diff = float(r.stdout.split("(eval mode): ")[1].split()[0])
