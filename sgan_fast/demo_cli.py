@@ -49,7 +49,7 @@ def _settings(data: str, on_gpu: bool) -> dict:
         s.update(epochs=15, folds=5, ch=64, batch=64, d_steps=4, ema_decay=0.999, ema_start=500,
                  eval_per_class=200)
     else:
-        s.update(epochs=2, folds=2, ch=16, batch=32, d_steps=2, ema_decay=0.99, ema_start=50,
+        s.update(epochs=2, folds=2, ch=8, batch=32, d_steps=2, ema_decay=0.99, ema_start=50,
                  eval_per_class=60)
     return s
 

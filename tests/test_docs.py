@@ -56,3 +56,11 @@ def test_classify_example_runs(capsys, tmp_path, monkeypatch):
     acc = float(re.search(r"test balanced accuracy: ([0-9.]+)", out).group(1))
     assert acc > 0.4          # chance is 0.1; the docs quote the figure measured when written
     assert (tmp_path / "bank.npz").exists() and "| 9 | Ankle boot | 166 |" in out
+
+
+def test_train_example_runs(capsys):
+    pytest.importorskip("mlxtend")
+    example = _python_blocks(DOCS / "train.md")[0]
+    assert "Trainer(" in example
+    exec(compile(example, "docs/train.md", "exec"), {"__name__": "__main__"})
+    assert "done 3 (40, 1, 32, 32) torch.uint8" in capsys.readouterr().out

@@ -234,3 +234,48 @@ def test_bad_setups_are_refused_clearly():
         Trainer(tiny_config(target="sharp"), ds)
     with pytest.raises(ValueError, match="d_steps must be a positive integer"):
         Trainer(tiny_config(d_steps=0, target="onehot"), ds)
+
+
+def _pixel_backend():
+    """A feature backend of fixed random projections of the pixels (fast, deterministic)."""
+    from sgan_fast.metrics.features import FeatureBackend
+    proj = torch.nn.Linear(32 * 32, 6, bias=False)
+    torch.nn.init.normal_(proj.weight, generator=torch.Generator().manual_seed(0))
+    net = torch.nn.Sequential(torch.nn.Flatten(), proj)
+    return FeatureBackend("pixels", "pixels-test", 6, False, lambda x: x.float() / 255,
+                          lambda x: (net(x), None), net)
+
+
+def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(tmp_path):
+    from sgan_fast.metrics.frechet import fid
+    from sgan_fast.train.periodic_eval import FIDEvaluator
+    ds = tiny_dataset()
+    ev = FIDEvaluator(_pixel_backend(), ds, per_class=8, cache_dir=str(tmp_path / "cache"))
+    seen = []
+
+    def recording(G, step):
+        res = ev(G, step)
+        seen.append((step, res))
+        return res
+
+    t = Trainer(tiny_config(steps=4, eval_every=2, target="onehot"), ds, out=str(tmp_path / "run"),
+                evaluator=recording)
+    t.fit()
+    assert [s for s, _ in seen] == [2, 4]
+    for _, res in seen:
+        assert res["intra_fid"] == pytest.approx(sum(res["per_class_fid"]) / 3)
+    best_step, best = min(seen, key=lambda sr: sr[1]["intra_fid"])
+    assert t.best["step"] == best_step
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["step"] == best_step
+    rows = open(tmp_path / "run" / "eval.csv").read().splitlines()
+    assert rows[0] == "step,fid,intra_fid" and len(rows) == 3
+    # the evaluator's per-class FID is FID on that class's rows (same latents every call)
+    G = t.G_ema
+    again = ev(G, 0)
+    assert again["per_class_fid"] == seen[-1][1]["per_class_fid"]
+    from sgan_fast.metrics.features import extract_features
+    from sgan_fast.train.sampling import generate
+    labels = torch.arange(3).repeat_interleave(8)
+    feats, _ = extract_features(ev.backend, generate(G, labels, generator=torch.Generator().manual_seed(0)))
+    real = ev.real[ev.real_labels == 1]
+    assert again["per_class_fid"][1] == pytest.approx(fid(real, feats[labels == 1]))
