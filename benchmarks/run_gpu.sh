@@ -4,6 +4,10 @@
 # BENCH names the benchmark (default softlabel_proj: benchmarks/bench_$BENCH.py);
 # TESTS the test paths (default tests), TEST_K a pytest -k filter.
 # Logs and results go under $OUT (default /tmp/sgan_fast_out).
+# BENCH=train (bench_train.py, training throughput): compiles take minutes, so run one case
+# per call with the bench stage, e.g. `BENCH=train bash benchmarks/run_gpu.sh bench --cases
+# biggan32`, then `... --cases biggan128`; it stops at CALL_S (default 600) less 30 s from
+# this script's start, with the rows measured by then in $OUT/bench.csv and $OUT/table.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sgan_fast_out}
@@ -30,7 +34,14 @@ if [ "$stage" = tests ] || [ "$stage" = all ]; then
     rc=${PIPESTATUS[0]}
     echo "gpu tests: rc=$rc, $(( $(date +%s) - t1 )) s"
 fi
-if [ "$stage" = bench ] || [ "$stage" = all ]; then
+if [ "${BENCH:-}" = train ] && { [ "$stage" = bench ] || [ "$stage" = all ]; }; then
+    left=$(( ${CALL_S:-600} - 30 - ($(date +%s) - t0) ))
+    [ "$left" -gt 60 ] || left=60
+    echo "bench_train: up to $left s"
+    timeout -k 10 "$left" $PY benchmarks/bench_train.py --out "$OUT/bench.csv" --md "$OUT/table.md" \
+        "$@" > "$OUT/bench.log" 2>&1
+    echo "bench rc=$?"; grep -E "^  |^#" "$OUT/bench.log" | tail -12; cat "$OUT/table.md" 2>/dev/null
+elif [ "$stage" = bench ] || [ "$stage" = all ]; then
     $PY benchmarks/bench_${BENCH:-softlabel_proj}.py --csv "$OUT/bench.csv" --md "$OUT/table.md" "$@" \
         > "$OUT/bench.log" 2>&1
     echo "bench rc=$?"; tail -5 "$OUT/bench.log"; cat "$OUT/table.md"

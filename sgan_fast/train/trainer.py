@@ -151,8 +151,10 @@ class Trainer:
 
         self.G_run, self.D_trunk = self.G, self.D.trunk
         if self.compiled:
-            self.G_run = torch.compile(self.G, mode=cfg.compile_mode)
-            self.D_trunk = torch.compile(self.D.trunk, mode=cfg.compile_mode)
+            # static shapes: D's trunk sees 2B images in D steps and B in G steps; two
+            # specialised graphs beat one dynamic-batch graph
+            self.G_run = torch.compile(self.G, mode=cfg.compile_mode, dynamic=False)
+            self.D_trunk = torch.compile(self.D.trunk, mode=cfg.compile_mode, dynamic=False)
         # The trainer draws the classes and shapes itself; the models' input checks would only
         # add a host sync per call (and break a compiled graph).
         self.G.check_inputs = self.D.check_inputs = False

@@ -1,0 +1,58 @@
+"""benchmarks/bench_train.py end to end on the CPU tiny case (reference and fast, eager)."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "bench_train.py")
+COLUMNS = ["provider", "case", "resolution", "ch", "batch", "d_steps", "num_classes",
+           "num_images", "precision", "channels_last", "compiled", "impl", "steps", "reps",
+           "warmup_steps", "warmup_s", "first_step_s", "step_median_ms", "step_p20_ms",
+           "step_p80_ms", "wall_ms", "images_per_s", "d_steps_per_s", "g_steps_per_s",
+           "x_reference", "x_reference_compiled", "gflop_per_step", "achieved_tflops", "mfu",
+           "peak_tflops", "peak_source", "matmul_tflops", "flops_source", "peak_mem_gib", "tf32",
+           "note", "device", "torch", "cuda", "triton", "date"]
+
+
+@pytest.mark.slow
+def test_bench_train_tiny_cpu(tmp_path):
+    out, md = tmp_path / "train.csv", tmp_path / "table.md"
+    cmd = [sys.executable, SCRIPT, "--device", "cpu", "--cases", "tiny", "--providers",
+           "fast", "reference", "--steps", "1", "--reps", "2", "--max-warmup", "2",
+           "--peak-tflops", "1", "--out", str(out), "--md", str(md)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == COLUMNS
+        rows = list(reader)
+    # the baseline runs first whatever the order asked for, so every ratio is known
+    assert [r["provider"] for r in rows] == ["reference", "fast"]
+    by = {r["provider"]: r for r in rows}
+    for r in rows:
+        assert r["note"] == "" and r["case"] == "tiny"
+        assert (r["resolution"], r["ch"], r["batch"], r["d_steps"]) == ("32", "8", "8", "2")
+        for k in ("images_per_s", "d_steps_per_s", "g_steps_per_s", "step_median_ms",
+                  "gflop_per_step", "achieved_tflops", "mfu", "x_reference"):
+            assert float(r[k]) > 0, (r["provider"], k, r[k])
+        med = float(r["step_median_ms"])
+        assert float(r["step_p20_ms"]) <= med <= float(r["step_p80_ms"])
+        assert float(r["images_per_s"]) == pytest.approx(8 * 2 / (med / 1e3), rel=1e-2)
+        assert float(r["d_steps_per_s"]) == pytest.approx(2 * float(r["g_steps_per_s"]), rel=1e-2)
+        # --peak-tflops 1: MFU is the achieved TFLOP/s itself
+        assert float(r["mfu"]) == pytest.approx(float(r["achieved_tflops"]), rel=1e-2, abs=1e-5)
+        assert r["x_reference_compiled"] == ""       # not run
+        assert r["precision"] == "fp32" and r["compiled"] == "no"
+    assert float(by["reference"]["x_reference"]) == 1.0
+    assert by["reference"]["impl"] == "ref" and by["fast"]["impl"] == "auto"
+    ratio = float(by["fast"]["images_per_s"]) / float(by["reference"]["images_per_s"])
+    assert float(by["fast"]["x_reference"]) == pytest.approx(ratio, rel=1e-2)
+    # the same model: one FLOP count, from the reference's step, for both
+    assert by["fast"]["gflop_per_step"] == by["reference"]["gflop_per_step"]
+    assert "reference train_step on cpu, batch 8" in by["fast"]["flops_source"]
+    table = md.read_text()
+    assert table.startswith("| case | provider |") and table.count("\n| tiny |") == 2
