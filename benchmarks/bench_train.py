@@ -303,7 +303,18 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
+def _room_for_compiled_providers() -> None:
+    """Two compiled trainers in one process (reference_compiled, fast) share the code objects
+    dynamo caches graphs under (DiscriminatorTrunk.forward, the fused-SN hook); the default
+    limit of 8 entries would send the second one back to eager without a word."""
+    import torch._dynamo
+    for name in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
+
+
 def main(argv=None):
+    _room_for_compiled_providers()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=None, help=f"of {', '.join(CASES)}, or all "
                     "(default: biggan32 biggan128 on a GPU, tiny on the CPU)")

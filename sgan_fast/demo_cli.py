@@ -120,5 +120,5 @@ def run(args) -> int:
           f"  {os.path.join(ev, 'plot.png')}  (quality against training images per class)\n"
           f"  {os.path.join(clf, 'report.md')}  (the classifier behind the soft labels)\n"
           f"Continue training: sgan-fast train {' '.join(data_flags)} --bank "
-          f"{os.path.join(clf, 'bank.npz')} --out {gan} --resume --steps <more>")
+          f"{os.path.join(clf, 'bank.npz')} --out {gan} --resume --max-minutes 0 --steps <more>")
     return 0

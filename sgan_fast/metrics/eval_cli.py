@@ -178,7 +178,10 @@ def run(args) -> int:
                              "(pass --test-data)")
         cfg = ClassifyConfig(epochs=args.cas_epochs, seed=args.seed, device=args.device,
                              progress=progress, folds=1, calibrate=False)
-        report["cas"] = classification_accuracy_score(generated, _arrays(test, progress), cfg)
+        test = _arrays(test, progress)
+        if test.resolution != generated.resolution:
+            test = test.padded(generated.resolution[0])
+        report["cas"] = classification_accuracy_score(generated, test, cfg)
     atomic_write_text(os.path.join(out, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
     table = report_markdown(report)
     atomic_write_text(os.path.join(out, "report.md"), table)

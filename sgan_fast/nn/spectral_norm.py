@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops._dispatch import outside_autocast
 from ..ops.spectral_norm import spectral_norm_grouped
 
 
@@ -54,6 +55,7 @@ class SNMixin:
         return self.weight.view(self.weight.shape[0], -1)
 
     @torch.no_grad()
+    @outside_autocast
     def power_iteration(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-layer loop for any num_svs: runs num_itrs steps (updating u{i} and
         sv{i >= 1} in training mode) and returns the first singular pair (u [out], v [in])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import warnings
 
 import torch
@@ -130,3 +131,20 @@ def _resolve(op: str, impl: str, device: torch.device, dtype: torch.dtype) -> st
 def on_device(t: torch.Tensor):
     """Triton launches on the current CUDA device: a context making it t's device."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def outside_autocast(fn):
+    """Runs an op with autocast off. Each op chooses its own computation dtype (its inputs')
+    and accumulates in float32; left on, autocast would recast the matrix products inside
+    the reference and C++ implementations to bf16 (and hand kernels buffers of another
+    dtype than they were written for)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        on = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
+        if not on:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for d in on:
+                stack.enter_context(torch.autocast(d, enabled=False))
+            return fn(*args, **kwargs)
+    return wrapper

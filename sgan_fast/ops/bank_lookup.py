@@ -214,6 +214,7 @@ if _ext.C is not None:
     torch.library.register_fake("sgan_fast::bank_lookup_sparse")(_sparse_fake)
 
 
+@_dispatch.outside_autocast
 def bank_lookup(plan: TargetPlan, indices: Tensor, *, out: str = "auto", impl: str = "auto",
                 check: bool = True):
     """Training targets of a batch, in one launch.

@@ -358,6 +358,7 @@ def _fwd_op(impl: str, form: str):
     return _CPP_OPS[form]
 
 
+@_dispatch.outside_autocast
 def softlabel_proj(h: Tensor, labels: Labels, E: Tensor, w: Tensor, bias: Optional[Tensor],
                    u_E: Tensor, v_E: Tensor, u_w: Tensor, v_w: Tensor, *, impl: str = "auto",
                    check: bool = True, return_scales: bool = False):

@@ -404,6 +404,7 @@ def _normalize(mats, vec: SNVectors, transposed, chosen: str) -> list[Tensor]:
     return outs
 
 
+@_dispatch.outside_autocast
 def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
                           vs: Optional[Sequence[Tensor]] = None, *, semantics: str = "biggan",
                           num_iters: int = 1, eps: float = 1e-12, training: bool = True,

@@ -4,10 +4,11 @@ A checkpoint is a dict of tensors and plain values (no pickled classes), so it i
 with torch.load(weights_only=True) and no code in the file runs:
 
     format, version, step, config (the resolved TrainConfig), data (how the dataset was
-    opened, its fingerprint, class names, channels), G, D, G_ema (state_dicts: weights,
+    opened, its fingerprint, class names, channels, the bank's digest), model_config (G's
+    and D's constructor arguments), G, D, G_ema (state_dicts: weights,
     BN statistics, spectral-norm vectors), opt_G, opt_D, ema, lecam, rng (the trainer's
     generators and torch's global CPU/CUDA states), loader (the sampler's position),
-    best (the best evaluation so far), nonfinite_check (the last step checked finite)
+    best (the best evaluation so far)
 
 It is written to a temporary file in the same folder, flushed to disk and renamed over the
 old one, so a run killed while writing leaves the previous checkpoint intact.

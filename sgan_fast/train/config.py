@@ -31,8 +31,9 @@ BEST_METRICS = ("intra_fid", "fid")
 # What may differ between a checkpoint's config and the resumed run's: how long it runs and
 # how often it reports; everything else changes the model, the data order or the optimiser.
 RESUMABLE_CHANGES = ("steps", "max_minutes", "log_every", "ckpt_every", "sample_every",
-                     "eval_every", "eval_per_class", "progress", "tensorboard", "compile",
-                     "compile_mode", "device")
+                     "eval_every", "eval_per_class", "best_metric", "progress", "tensorboard",
+                     "compile", "compile_mode", "impl", "precision", "channels_last",
+                     "deterministic", "reference", "device")
 
 
 @dataclasses.dataclass
@@ -42,7 +43,7 @@ class TrainConfig:
     ch: Optional[int] = None
     z_dim: Optional[int] = None
     shared_dim: int = 128
-    attention: Optional[int] = None     # None: the resolution's default; 0: none
+    attention: Optional[int] = None     # None: the resolution's default; 0: none (kept as 0)
     init: str = "ortho"
     # optimisation
     steps: int = 10_000                 # generator steps; each follows d_steps D steps
@@ -94,8 +95,6 @@ class TrainConfig:
         for k, v in d.items():
             if getattr(out, k) is None:
                 setattr(out, k, v)
-        if out.attention == 0:
-            out.attention = None
         out.check()
         return out
 
@@ -114,7 +113,9 @@ class TrainConfig:
         for name in ("g_lr", "d_lr", "adam_eps"):
             positive(name, integer=False)
         if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+            raise ValueError(f"max_minutes must be > 0 (or none for no limit), got {self.max_minutes}")
+        if self.attention is not None and self.attention < 0:
+            raise ValueError(f"attention must be a resolution, 0 or none, got {self.attention}")
         for name in ("eval_every", "ema_start"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -149,17 +150,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{what}: unknown setting(s) {', '.join(unknown)}; known: "
                              f"{', '.join(sorted(names))}")
-        return cls(**d)
+        return cls(**{k: coerce(k, v, what) for k, v in d.items()})
 
     @classmethod
     def from_yaml(cls, path) -> "TrainConfig":
-        import yaml
-        with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: a config file must be a mapping of settings, got "
-                             f"{type(d).__name__}")
-        return cls.from_dict({k.replace("-", "_"): v for k, v in d.items()}, what=str(path))
+        return cls.from_dict(read_yaml_settings(path), what=str(path))
 
     def to_yaml(self) -> str:
         import yaml
@@ -168,7 +163,76 @@ class TrainConfig:
 
 def resume_differences(saved: dict, now: "TrainConfig") -> list[str]:
     """The settings that differ between a checkpoint's (resolved) config and this run's and
-    that a resumed run may not change."""
+    that a resumed run may not change. The device may change within its type (cuda:0 ->
+    cuda:1), not across: the trainer's random generators and the loader's flips are
+    device-specific, so the run would not continue as it would have."""
     mine = now.to_dict()
-    return [f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in mine
-            if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
+    out = [f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in mine
+           if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
+    a, b = saved.get("device"), mine.get("device")
+    if a and b and a.split(":")[0] != b.split(":")[0]:
+        out.append(f"device: checkpoint {a!r}, now {b!r} (a run continues on the device type "
+                   "it started on)")
+    return out
+
+
+def field_type(name: str) -> type:
+    """int, float, bool or str: a TrainConfig field's type (annotations are strings here)."""
+    ann = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[name]
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    for t in (bool, int, float):
+        if t.__name__ in ann:
+            return t
+    return str
+
+
+def coerce(name: str, value, what: str = "config"):
+    """A setting's value in its field's type, or ValueError naming the setting: YAML reads
+    2e-4 as a string and 1 as an int where a float is meant."""
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    t = field_type(name)
+    if value is None:
+        if f.default is None:
+            return None
+        raise ValueError(f"{what}: {name} cannot be empty (default {f.default!r})")
+    try:
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "yes", "no"):
+                return value.lower() in ("true", "on", "yes")
+            raise ValueError
+        if t is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if t is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: {name} must be {t.__name__}, got {value!r}") from None
+
+
+def read_yaml_settings(path) -> dict:
+    """The settings a YAML file gives (dashes or underscores), checked and typed; only those
+    keys, so that a resumed run overrides exactly what the file says."""
+    import yaml
+    with open(path, encoding="utf-8") as f:
+        try:
+            d = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of settings, got "
+                         f"{type(d).__name__}")
+    d = {str(k).replace("-", "_"): v for k, v in d.items()}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(names))}")
+    return {k: coerce(k, v, str(path)) for k, v in d.items()}

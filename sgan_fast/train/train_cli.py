@@ -23,7 +23,7 @@ import numpy as np
 from .._io import atomic_savez, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, read_yaml_settings
 
 _HELP = {
     "resolution": "32, 64 or 128",
@@ -38,7 +38,8 @@ _HELP = {
     "precision": "auto (bf16 autocast on a GPU), bf16 or fp32",
     "compile": "torch.compile G and D's trunk: auto (on a GPU), on or off",
     "compile_mode": "torch.compile mode; reduce-overhead adds CUDA graphs",
-    "max_minutes": "stop, with a checkpoint, after this many minutes",
+    "max_minutes": "stop, with a checkpoint, after this many minutes (0: no limit)",
+    "device": "auto (cuda when present), cpu, cuda or cuda:<i>",
     "eval_every": "FID and intra-class FID every N steps (0: never); keeps best.pt",
     "lecam": "LeCam regularisation weight (0: off)",
     "sampler": "instance, class_balanced or sqrt",
@@ -76,13 +77,19 @@ def add_config_args(p) -> None:
 
 
 def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
-    cfg = base if base is not None else (TrainConfig.from_yaml(args.config) if args.config
-                                         else TrainConfig())
-    if base is not None and args.config:
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in TrainConfig.from_yaml(args.config).to_dict().items()
-                                          if v != getattr(TrainConfig(), k)})
+    """base (a checkpoint's config) or the defaults, then the settings the --config file
+    gives, then the flags given."""
+    cfg = base if base is not None else TrainConfig()
+    if args.config:
+        cfg = dataclasses.replace(cfg, **read_yaml_settings(args.config))
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
+    if given.get("max_minutes") == 0:
+        given["max_minutes"] = None          # --max-minutes 0: no time limit
+    if given.get("device") == "auto":
+        given["device"] = None
+    if "device" in given and base is not None and given["device"] is None:
+        given.pop("device")                  # auto on resume: the checkpoint's device
     return dataclasses.replace(cfg, **given)
 
 
@@ -104,6 +111,8 @@ def add_parser(sub) -> None:
     e.add_argument("--classifier", default=None, help="classifier.pt from `sgan-fast classify`")
     e.add_argument("--inception", default=None, help="Inception weights file (see `sgan-fast eval`)")
     add_config_args(p)
+    p._option_string_actions["--resolution"].help = ("the model's resolution: 32, 64 or 128 (image "
+                                                     "folders are resized to it, smaller arrays padded)")
 
     s = sub.add_parser("sample", help="images from a trained generator: N per class, or a grid")
     s.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder")
@@ -150,17 +159,21 @@ def run_train(args) -> int:
     out = args.out
     writable_dir(out)
     existing = latest_checkpoint(out)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: pick one")
     if args.resume:
         if existing is None:
             raise FileNotFoundError(f"--resume: {out} holds no checkpoint (checkpoints/{LATEST})")
         state = load_checkpoint(existing)
-        cfg = config_from_args(args, base=TrainConfig.from_dict(state["config"]))
+        cfg = config_from_args(args, base=TrainConfig.from_dict(state["config"], what=existing))
     else:
-        if existing is not None and not args.overwrite:
-            raise ValueError(f"{out} already holds a run (checkpoints/{LATEST}); pass --resume to "
-                             "continue it, --overwrite to start afresh, or choose another --out")
         cfg = config_from_args(args)
     cfg = cfg.resolved()
+    if not args.resume:
+        found = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(out, n))]
+        if found and not args.overwrite:
+            raise ValueError(f"{out} already holds a run ({', '.join(found)}); pass --resume to "
+                             "continue it, --overwrite to replace it, or choose another --out")
     train = _training_data(args, cfg.resolution)
     bank = None
     if args.bank:
@@ -173,6 +186,8 @@ def run_train(args) -> int:
     evaluator = evaluator_for(args, train, cfg, device) if cfg.eval_every else None
     data_info = dict(spec=dataclasses.asdict(data_spec(args)), bank=args.bank)
     kw = dict(bank=bank, out=out, evaluator=evaluator, data_info=data_info)
+    if args.overwrite and not args.resume:
+        clear_run(out)            # only now: the data, the bank and the settings checked out
     trainer = (Trainer.resume(cfg, train, existing, **kw) if args.resume
                else Trainer(cfg, train, **kw))
     c = trainer.cfg
@@ -188,8 +203,23 @@ def run_train(args) -> int:
               f"{result.best['step']} (checkpoints/best.pt)")
     if result.status == "interrupted":
         print("sgan-fast train: resume with the same command and --resume", file=sys.stderr)
-        return 128 + 15
+        return 128 + int(result.signal or 15)     # 143 for SIGTERM, 130 for SIGINT
     return 0
+
+
+RUN_OUTPUTS = ("checkpoints", "log.csv", "eval.csv", "samples", "tensorboard", "config.yaml")
+
+
+def clear_run(out: str) -> None:
+    """Removes an earlier run's outputs from `out` (--overwrite), so that two runs never mix in
+    one log or one best.pt; other files in the folder are left alone."""
+    import shutil
+    for n in RUN_OUTPUTS:
+        p = os.path.join(out, n)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
 
 
 def _device(name: str):

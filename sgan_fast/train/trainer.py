@@ -64,10 +64,47 @@ class TrainResult:
     seconds: float
     images_per_second: float   # real images consumed per second in this session
     best: Optional[dict] = None
+    signal: Optional[int] = None   # the signal that stopped it (status "interrupted")
 
 
 def _choose(setting: str, default: bool) -> bool:
     return default if setting == "auto" else setting == "on"
+
+
+def _pick_device(name: Optional[str]) -> torch.device:
+    """None or "auto": cuda when present; a device that cannot be used is a ValueError."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<i>") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} asked for, but torch sees no GPU; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: the trainer runs on cpu or cuda")
+    return dev
+
+
+def bank_digest(bank) -> str:
+    """SHA-256 of a bank's tables and labels: a resumed run must train on the same targets."""
+    import hashlib
+    h = hashlib.sha256()
+    for t in (bank.table, bank.idx, bank.val, bank.labels_tensor):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Half-written checkpoints left by a process killed while saving (never the real files)."""
+    if not os.path.isdir(folder):
+        return
+    for f in os.listdir(folder):
+        if f.startswith(".") and f.endswith(".tmp") and (LATEST in f or BEST in f):
+            os.remove(os.path.join(folder, f))
 
 
 class Trainer:
@@ -86,9 +123,7 @@ class Trainer:
             auto_off = {k: v for k, v in (("precision", "fp32"), ("channels_last", "off"),
                                           ("compile", "off")) if getattr(cfg, k) == "auto"}
             cfg = dataclasses.replace(cfg, impl="ref", **auto_off)
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device cuda asked for, but torch sees no GPU; pass --device cpu")
+        self.device = _pick_device(cfg.device)
         cfg = dataclasses.replace(cfg, device=str(self.device))
         self.cfg, self.out, self.evaluator, self.callbacks = cfg, out, evaluator, tuple(callbacks)
         on_gpu = self.device.type == "cuda"
@@ -119,14 +154,16 @@ class Trainer:
                                  "(`sgan-fast classify` writes bank.npz); or train the plain "
                                  "BigGAN baseline with target onehot")
             bank.check_dataset(dataset.fingerprint())
+            self.data_info["bank_digest"] = bank_digest(bank)
             bank = bank.to(self.device)
         self.bank = bank
 
         torch.manual_seed(cfg.seed)
-        g_kw = dict(ch=cfg.ch, z_dim=cfg.z_dim, shared_dim=cfg.shared_dim, attention=cfg.attention,
+        attention = cfg.attention or None          # 0 in a config: no attention
+        g_kw = dict(ch=cfg.ch, z_dim=cfg.z_dim, shared_dim=cfg.shared_dim, attention=attention,
                     out_channels=self.channels, init=cfg.init, impl=cfg.impl)
         self.G = Generator(R, C, **g_kw).to(self.device)
-        self.D = Discriminator(R, C, ch=cfg.ch, attention=cfg.attention, in_channels=self.channels,
+        self.D = Discriminator(R, C, ch=cfg.ch, attention=attention, in_channels=self.channels,
                                init=cfg.init, impl=cfg.impl).to(self.device)
         self.G_ema = Generator(**self.G.config).to(self.device)
         self.G_ema.load_state_dict(self.G.state_dict())
@@ -214,8 +251,10 @@ class Trainer:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             h = self.D_trunk(self._aug(x))
-            d_real = self.D.head(h[:B], self._real_labels(y_real, idx)).float()
-            d_fake = self.D.head(h[B:], y_fake).float()
+            # the head in float32: B x F features, and D's logits feed the loss directly
+            h = h.float()
+            d_real = self.D.head(h[:B], self._real_labels(y_real, idx))
+            d_fake = self.D.head(h[B:], y_fake)
         loss, loss_real, loss_fake = hinge_d(d_real, d_fake)
         pen = torch.zeros((), device=self.device)
         if self.lecam is not None:
@@ -239,7 +278,7 @@ class Trainer:
         try:
             with self._autocast():
                 fake = self.G_run(z, y_fake)
-                d_fake = self.D.head(self.D_trunk(self._aug(fake)), y_fake).float()
+                d_fake = self.D.head(self.D_trunk(self._aug(fake)).float(), y_fake)
             loss = hinge_g(d_fake)
             self.opt_G.zero_grad(set_to_none=True)
             loss.backward()
@@ -291,8 +330,9 @@ class Trainer:
         return row
 
     def state_dict(self) -> dict:
+        on_gpu = self.device.type == "cuda"
         rng = dict(z=self.gen_z.get_state(), aug=self.gen_aug.get_state(), cpu=torch.get_rng_state(),
-                   cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+                   cuda=[torch.cuda.get_rng_state(self.device)] if on_gpu else [])
         return dict(step=self.step, config=self.cfg.to_dict(), data=self.data_info,
                     model_config=dict(G=self.G.config, D=self.D.config),
                     G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
@@ -330,6 +370,12 @@ class Trainer:
                     if fp_saved else ["it records no dataset"])
             raise CheckpointError(f"{source} was trained on other data: "
                                   + "; ".join(d.replace("the bank", "the checkpoint") for d in diff))
+        saved_bank = (state.get("data") or {}).get("bank_digest")
+        if saved_bank != self.data_info.get("bank_digest"):
+            raise CheckpointError(f"{source} was trained with another soft-label bank "
+                                  f"({'none' if saved_bank is None else 'digest ' + saved_bank[:12]}), "
+                                  f"this run has {'none' if self.bank is None else 'digest ' + self.data_info['bank_digest'][:12]}: "
+                                  "resume with the bank it was trained with")
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
@@ -342,8 +388,8 @@ class Trainer:
         self.gen_z.set_state(rng["z"])
         self.gen_aug.set_state(rng["aug"])
         torch.set_rng_state(rng["cpu"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng["cuda"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"][0], self.device)
         self.loader.load_state_dict(state["loader"])
         self._batches = None
         self.step = int(state["step"])
@@ -372,8 +418,15 @@ class Trainer:
     def evaluate(self) -> Optional[dict]:
         if self.evaluator is None:
             return None
-        res = dict(self.evaluator(self.G_ema, self.step), step=self.step)
+        raw = self.evaluator(self.G_ema, self.step)
         key = self.cfg.best_metric
+        if key not in raw:
+            raise ValueError(f"the evaluator returned {sorted(raw)} but best_metric is {key!r}")
+        # plain floats: the result goes into checkpoints, which hold tensors and plain values
+        res = {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else
+                   [float(x) for x in v] if isinstance(v, (list, tuple)) else v)
+               for k, v in raw.items()}
+        res["step"] = self.step
         if self.best is None or res[key] < self.best[key]:
             self.best = res
             if self.out is not None:
@@ -392,11 +445,14 @@ class Trainer:
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             def on_signal(signum, frame):
+                if stop["signal"] is not None:   # a second signal: stop now, no checkpoint
+                    raise KeyboardInterrupt(f"second signal {signum}: stopped without a checkpoint")
                 stop["signal"] = signum
             for s in (signal.SIGTERM, signal.SIGINT):
                 handlers[s] = signal.signal(s, on_signal)
         if self.out is not None:
             os.makedirs(self.out, exist_ok=True)
+            _remove_stale_temporaries(os.path.join(self.out, "checkpoints"))
             atomic_write_text(os.path.join(self.out, "config.yaml"), cfg.to_yaml())
         start = time.perf_counter()
         t_log, img_log, step0 = start, 0, self.step
@@ -420,18 +476,18 @@ class Trainer:
                         self.log.row(row)
                     bar.update(self.step, img_s=row["images_per_second"], d=row["d_loss"],
                                g=row["g_loss"])
+                if stop["signal"] is not None:   # checkpoint (below) first, nothing else
+                    status = "interrupted"
+                    break
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self.evaluate()
                 if self.step % cfg.sample_every == 0:
                     self.sample_grid(f"step-{self.step:07d}.png")
-                if self.step % cfg.ckpt_every == 0:
-                    self.save()
-                if stop["signal"] is not None:
-                    status = "interrupted"
-                    break
                 if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
                     status = "time limit"
                     break
+                if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
+                    self.save()
             self.check_finite()
             path = self.save()
             if status != "interrupted":
@@ -443,4 +499,5 @@ class Trainer:
                 self.log.flush()
         seconds = time.perf_counter() - start
         images = (self.step - step0) * per_step
-        return TrainResult(status, self.step, path, seconds, images / max(seconds, 1e-9), self.best)
+        return TrainResult(status, self.step, path, seconds, images / max(seconds, 1e-9), self.best,
+                           stop["signal"])

@@ -117,3 +117,53 @@ def test_demo_runs_the_pipeline_and_says_where_its_outputs_are(tmp_path, capsys)
     assert "EMA generator" in open(os.path.join(out, "eval", "report.json")).read()
     assert report.count("\n| ") >= 11            # a row per class
     assert main(["demo", "--data", "mnist-5k", "--out", out, "--device", "cpu"]) == 2   # no overwrite
+
+
+def test_overwrite_replaces_the_earlier_run_and_nothing_else(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, str(out), "--steps", "3", "--eval-every", "0") == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "checkpoints" / "best.pt").write_bytes(b"an older best")
+    assert _train(data, str(out), "--steps", "2", "--overwrite") == 0
+    steps = [r.split(",")[0] for r in (out / "log.csv").read_text().split()[1:]]
+    assert steps == ["1", "2"]                              # not 1,2,3,1,2
+    assert not (out / "checkpoints" / "best.pt").exists() and (out / "notes.txt").exists()
+    assert main(["train", "--data", data, "--out", str(out), "--resume", "--overwrite"]) == 2
+    # a folder with a log but no checkpoint (a run that died early) is a run too
+    other = tmp_path / "early"
+    other.mkdir()
+    (other / "log.csv").write_text("step,d_loss\n1,2.0\n")
+    capsys.readouterr()
+    assert _train(data, str(other), "--steps", "1") == 2
+    assert "log.csv" in capsys.readouterr().err
+
+
+def test_yaml_on_resume_overrides_exactly_its_keys_and_types_are_checked(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert _train(data, out, "--steps", "1") == 0          # log_every 1
+    y = tmp_path / "more.yaml"
+    y.write_text("steps: 2\nlog_every: 50\n")               # 50 is the default: still applied
+    assert main(["train", "--data", data, "--out", out, "--resume", "--config", str(y)]) == 0
+    saved = load_checkpoint(out)["config"]
+    assert saved["steps"] == 2 and saved["log_every"] == 50
+    for text, msg in (("g_lr: fast\n", "g_lr must be float"), ("eval_every: null\n", "eval_every cannot be empty"),
+                      ("target: 5\n", "target must be str"), ("steps: 2.5\n", "steps must be int")):
+        y.write_text(text)
+        capsys.readouterr()
+        assert main(["train", "--data", data, "--out", str(tmp_path / "x"), "--config", str(y)]) == 2
+        assert msg in capsys.readouterr().err
+    y.write_text("g_lr: 2e-4\nmirror: off\n")                 # YAML reads 2e-4 as a string
+    assert main(["train", "--data", data, "--target", "onehot", "--out", str(tmp_path / "y"),
+                 "--config", str(y), *TINY, "--steps", "1"]) == 0
+    saved = load_checkpoint(tmp_path / "y")["config"]
+    assert saved["g_lr"] == 2e-4 and saved["mirror"] is False
+
+
+def test_max_minutes_zero_clears_the_limit_and_device_auto_works(data, tmp_path):
+    out = str(tmp_path / "run")
+    assert _train(data, out, "--steps", "1", "--max-minutes", "5") == 0
+    assert load_checkpoint(out)["config"]["max_minutes"] == 5
+    assert main(["train", "--data", data, "--out", out, "--resume", "--steps", "2",
+                 "--max-minutes", "0", "--device", "auto", "--no-progress"]) == 0
+    saved = load_checkpoint(out)["config"]
+    assert saved["max_minutes"] is None and saved["device"] == "cpu"

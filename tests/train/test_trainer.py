@@ -62,9 +62,10 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
         out = str(tmp_path / "cut")
         cfg = tiny_config(deterministic=True, lecam=0.1, steps=5)
         t = Trainer(cfg, ds, bank=bank, out=out, callbacks=(kill_at_2,))
+        before = signal.getsignal(signal.SIGTERM)
         res = t.fit()
-        assert res.status == "interrupted" and res.step == 2
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+        assert res.status == "interrupted" and res.step == 2 and res.signal == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is before      # the handler is given back
         assert load_checkpoint(out)["step"] == 2
         t2 = Trainer.resume(cfg, ds, out, bank=bank, out=out)
         assert t2.step == 2
@@ -279,3 +280,65 @@ def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(tmp_path):
     feats, _ = extract_features(ev.backend, generate(G, labels, generator=torch.Generator().manual_seed(0)))
     real = ev.real[ev.real_labels == 1]
     assert again["per_class_fid"][1] == pytest.approx(fid(real, feats[labels == 1]))
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path):
+    ds = tiny_dataset()
+
+    def kill_twice(trainer):
+        if trainer.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    t = Trainer(tiny_config(steps=5, target="onehot"), ds, out=str(tmp_path), callbacks=(kill_twice,))
+    with pytest.raises(KeyboardInterrupt, match="second signal"):
+        t.fit()
+    assert not os.path.exists(tmp_path / "checkpoints" / "latest.pt")
+
+
+def test_bf16_autocast_trains_with_soft_labels_like_float32():
+    """The fast path's precision on the CPU: the head and the SN update run outside autocast
+    (in float32), so soft (bank) labels work and the first step's losses match float32's."""
+    ds = tiny_dataset(channels=3)
+    bank = soft_bank(ds)
+    logs = {}
+    for precision in ("fp32", "bf16"):
+        t = Trainer(tiny_config(steps=1, d_steps=1, precision=precision), ds, bank=bank)
+        assert t.bf16 == (precision == "bf16")
+        t.fit()              # logs (and resets) the sums of step 1; step 2's sums follow
+        t.train_step()
+        logs[precision] = t._acc[:6].tolist()
+    for a, b in zip(logs["fp32"], logs["bf16"]):
+        assert b == pytest.approx(a, rel=0.1, abs=0.05)
+
+
+def test_attention_zero_means_none_at_every_resolution():
+    ds = tiny_dataset(res=64)
+    cfg = tiny_config(resolution=64, ch=2, z_dim=20, attention=0, target="onehot", steps=1)
+    assert cfg.resolved().resolved().attention == 0
+    t = Trainer(cfg, ds)
+    assert t.G.attention is None and t.D.trunk.attention is None
+    assert Trainer(tiny_config(resolution=64, ch=8, z_dim=20, target="onehot"), ds).G.attention is not None
+
+
+def test_resume_refuses_another_bank_and_another_device_type(tmp_path):
+    from sgan_fast.train.config import resume_differences
+    ds = tiny_dataset()
+    out = str(tmp_path)
+    Trainer(tiny_config(steps=1), ds, bank=soft_bank(ds, seed=0), out=out).fit()
+    with pytest.raises(CheckpointError, match="another soft-label bank"):
+        Trainer.resume(tiny_config(steps=2), ds, out, bank=soft_bank(ds, seed=1), out=out)
+    assert Trainer.resume(tiny_config(steps=2), ds, out, bank=soft_bank(ds, seed=0), out=out).step == 1
+    saved = tiny_config().resolved().to_dict()
+    assert resume_differences(dict(saved, device="cuda:0"), tiny_config(device="cuda:1").resolved()) == []
+    diff = resume_differences(dict(saved, device="cuda"), tiny_config(device="cpu").resolved())
+    assert len(diff) == 1 and "device type" in diff[0]
+
+
+def test_stale_half_written_checkpoints_are_removed_at_start(tmp_path):
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    (ck / ".latest.pt.abc123.tmp").write_bytes(b"half")
+    (ck / "notes.txt").write_text("mine")
+    Trainer(tiny_config(steps=1, target="onehot"), tiny_dataset(), out=str(tmp_path)).fit()
+    assert sorted(os.listdir(ck)) == ["latest.pt", "notes.txt"]
