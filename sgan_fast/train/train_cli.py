@@ -104,7 +104,8 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
     p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in a run folder that already holds a checkpoint")
+                   help="start afresh: remove the earlier run's checkpoints, logs, samples "
+                        "and config.yaml from --out first (other files stay)")
     e = p.add_argument_group("periodic evaluation")
     e.add_argument("--eval-backend", default="auto", choices=["auto", "classifier", "inception"],
                    help="features for --eval-every: auto = the classifier when --classifier is given")

@@ -109,7 +109,7 @@ def _remove_stale_temporaries(folder: str) -> None:
 
 class Trainer:
     """See the module docstring. `dataset`: an ArrayDataset or ImageFolder at the model's
-    resolution (data.datasets.fit_resolution pads or refuses); `bank`: a SoftLabelBank made
+    resolution (ArrayDataset.padded puts smaller images on a larger canvas); `bank`: a SoftLabelBank made
     for exactly this dataset (needed unless the target is onehot); `out`: the run folder
     (None: nothing is written, for tests and benchmarks); `evaluator`: a callable
     (G_ema, step) -> {"fid": .., "intra_fid": ..} for periodic evaluation; `data_info`: how
