@@ -60,12 +60,12 @@ def _settings(data: str, on_gpu: bool) -> dict:
 
 def run(args) -> int:
     from .cli import main as cli
-    from .labels.classifier import _device
+    from ._device import pick_device
 
     start = time.perf_counter()
     if args.minutes <= 0:
         raise ValueError(f"--minutes must be > 0, got {args.minutes}")
-    device = _device(args.device)
+    device = pick_device(args.device)
     on_gpu = device.type == "cuda"
     data = args.data
     if data == "auto":

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._device import pick_device
 from .._progress import Progress
 from ..data.datasets import ArrayDataset, LabelledImages
 from ..data.samplers import BatchSampler
@@ -93,7 +94,7 @@ class ClassifyConfig:
             raise ValueError(f"topk must be a positive integer, got {self.topk!r}")
         if not 0 < self.calib_fraction < 1:
             raise ValueError(f"calib_fraction must lie in (0, 1), got {self.calib_fraction}")
-        _device(self.device)
+        pick_device(self.device)
 
 
 @dataclasses.dataclass
@@ -260,18 +261,6 @@ def predict_logits(model: nn.Module, images: _Images, idx: np.ndarray, *, batch_
 # The whole step
 # ---------------------------------------------------------------------------------------------
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be auto, cpu or cuda[:i], got {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but torch sees no GPU; pass device='cpu' or 'auto'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:i], got {name!r}")
-    return dev
 
 
 def as_arrays(dataset: LabelledImages, progress: bool = True) -> ArrayDataset:
@@ -325,7 +314,7 @@ def classify(dataset: LabelledImages, cfg: Optional[ClassifyConfig] = None, *,
     N, C = len(y), int(arrays.num_classes)
     H, W = arrays.resolution
     res, channels = int(min(H, W)), arrays.channels
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     images = _Images(arrays.images, device)
     k = cfg.folds
     if k >= 2:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..labels.classifier import (ClassifyConfig, _device, _Images, _per_class_accuracy,
+from .._device import pick_device
+from ..labels.classifier import (ClassifyConfig, _Images, _per_class_accuracy,
                                  _balanced, predict_logits, train_classifier)
 
 
@@ -22,7 +23,7 @@ def classification_accuracy_score(generated, test_set, cfg: ClassifyConfig) -> d
     if test_set.channels != generated.channels or test_set.resolution != generated.resolution:
         raise ValueError(f"generated images are {generated.resolution}x{generated.channels}, test "
                          f"images {test_set.resolution}x{test_set.channels}")
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     y = np.asarray(generated.labels, dtype=np.int64)
     model = train_classifier(_Images(generated.images, device), y, np.arange(len(y)), C,
                              generated.channels, int(min(generated.resolution)), cfg,

@@ -101,7 +101,8 @@ def _from_checkpoint(args, names, device):
 
 
 def run(args) -> int:
-    from ..labels.classifier import ClassifyConfig, _device
+    from .._device import pick_device
+    from ..labels.classifier import ClassifyConfig
     from .cache import cached_features
     from .cas import classification_accuracy_score
     from .evaluate import check_settings, evaluate_features
@@ -124,7 +125,7 @@ def run(args) -> int:
     for flag, value in (("--batch-size", args.batch_size), ("--max-real-per-class", args.max_real_per_class)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    device = _device(args.device)
+    device = pick_device(args.device)
     writable_dir(out)          # before the features are computed
     backend = (classifier_backend(args.classifier) if args.backend == "classifier"
                else inception_backend(args.inception, value_range=None if args.inception_range is None

@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from .._device import pick_device
 from .._io import atomic_savez, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint
@@ -223,11 +224,6 @@ def clear_run(out: str) -> None:
             os.remove(p)
 
 
-def _device(name: str):
-    from ..labels.classifier import _device as pick
-    return pick(name)
-
-
 def run_sample(args) -> int:
     import torch
 
@@ -238,7 +234,7 @@ def run_sample(args) -> int:
     out = args.out
     if os.path.exists(out) and not args.overwrite and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"{out} already exists; pass --overwrite or choose another --out")
-    G, meta = load_generator(args.checkpoint, ema=not args.no_ema, device=_device(args.device))
+    G, meta = load_generator(args.checkpoint, ema=not args.no_ema, device=pick_device(args.device))
     C = int(meta["data"]["num_classes"])
     names = list(meta["data"].get("class_names") or [str(c) for c in range(C)])
     classes = list(range(C)) if args.classes is None else [int(c) for c in args.classes.split(",")]

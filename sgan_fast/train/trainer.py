@@ -34,6 +34,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .._device import pick_device
 from .._io import atomic_write_text
 from .._progress import Progress
 from ..data.loader import make_loader
@@ -69,21 +70,6 @@ class TrainResult:
 
 def _choose(setting: str, default: bool) -> bool:
     return default if setting == "auto" else setting == "on"
-
-
-def _pick_device(name: Optional[str]) -> torch.device:
-    """None or "auto": cuda when present; a device that cannot be used is a ValueError."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<i>") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name} asked for, but torch sees no GPU; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r}: the trainer runs on cpu or cuda")
-    return dev
 
 
 def bank_digest(bank) -> str:
@@ -123,7 +109,7 @@ class Trainer:
             auto_off = {k: v for k, v in (("precision", "fp32"), ("channels_last", "off"),
                                           ("compile", "off")) if getattr(cfg, k) == "auto"}
             cfg = dataclasses.replace(cfg, impl="ref", **auto_off)
-        self.device = _pick_device(cfg.device)
+        self.device = pick_device(cfg.device)
         cfg = dataclasses.replace(cfg, device=str(self.device))
         self.cfg, self.out, self.evaluator, self.callbacks = cfg, out, evaluator, tuple(callbacks)
         on_gpu = self.device.type == "cuda"
