@@ -140,11 +140,11 @@ def outside_autocast(fn):
     dtype than they were written for)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        on = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
-        if not on:
+        cpu, cuda = torch.is_autocast_enabled("cpu"), torch.is_autocast_enabled("cuda")
+        if not (cpu or cuda):
             return fn(*args, **kwargs)
-        with contextlib.ExitStack() as stack:
-            for d in on:
-                stack.enter_context(torch.autocast(d, enabled=False))
+        # plain nested contexts, not an ExitStack: torch.compile traces these without a break
+        with (torch.autocast("cpu", enabled=False) if cpu else contextlib.nullcontext()), \
+                (torch.autocast("cuda", enabled=False) if cuda else contextlib.nullcontext()):
             return fn(*args, **kwargs)
     return wrapper

@@ -302,6 +302,7 @@ def _register_autograd(fwd_name: str, bwd, form: str) -> None:
         ctx.src = tuple(inputs[10 + n_lab:])
         ctx.save_for_backward(h, *labs, E, w, u_E, v_E, u_w, v_w, s, raw, sel, cls)
 
+    @_dispatch.outside_autocast   # a backward called inside an autocast region too
     def backward(ctx, grad_out, _grad_s, _grad_raw):
         g = grad_out.contiguous()
         h, *rest = ctx.saved_tensors

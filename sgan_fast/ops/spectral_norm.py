@@ -274,6 +274,7 @@ def _register_normalize_autograd(fwd_name: str, bwd) -> None:
         ctx.save_for_backward(u, v, s, *weights)
         ctx.shapes = [W.shape for W in weights]
 
+    @_dispatch.outside_autocast   # a backward called inside an autocast region too
     def backward(ctx, grad):
         u, v, s, *weights = ctx.saved_tensors
         flat = bwd(grad.contiguous(), weights, u, v, s)

@@ -191,6 +191,10 @@ def coerce(name: str, value, what: str = "config"):
     2e-4 as a string and 1 as an int where a float is meant."""
     f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
     t = field_type(name)
+    if name == "max_minutes" and value == 0:
+        return None                      # 0: no time limit, as the flag
+    if name in ("compile", "channels_last") and isinstance(value, bool):
+        return "on" if value else "off"  # YAML reads an unquoted on/off as a boolean
     if value is None:
         if f.default is None:
             return None

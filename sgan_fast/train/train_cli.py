@@ -183,15 +183,14 @@ def run_train(args) -> int:
     elif cfg.target.split(":")[0].split("+")[0] != "onehot":
         raise ValueError(f"--target {cfg.target} needs --bank (the bank.npz `sgan-fast classify` "
                          "writes for this training set), or --target onehot for plain BigGAN")
-    import torch
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(cfg.device)     # a device that cannot be used: refused before any work
     evaluator = evaluator_for(args, train, cfg, device) if cfg.eval_every else None
     data_info = dict(spec=dataclasses.asdict(data_spec(args)), bank=args.bank)
     kw = dict(bank=bank, out=out, evaluator=evaluator, data_info=data_info)
-    if args.overwrite and not args.resume:
-        clear_run(out)            # only now: the data, the bank and the settings checked out
     trainer = (Trainer.resume(cfg, train, existing, **kw) if args.resume
-               else Trainer(cfg, train, **kw))
+               else Trainer(cfg, train, **kw))     # builds the models; writes nothing yet
+    if args.overwrite and not args.resume:
+        clear_run(out)            # only now: the data, the bank, the settings and the models checked out
     c = trainer.cfg
     print(f"sgan-fast train: BigGAN-{c.resolution} ch={c.ch} on {len(train)} images, "
           f"{train.num_classes} classes, target {c.target}, batch {c.batch_size} x {c.d_steps} D "

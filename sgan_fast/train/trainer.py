@@ -73,14 +73,18 @@ def _choose(setting: str, default: bool) -> bool:
 
 
 def bank_digest(bank) -> str:
-    """SHA-256 of a bank's tables and labels: a resumed run must train on the same targets."""
+    """SHA-256 of a bank's form, kind, tables and labels: a resumed run must train on the same
+    targets. Hashed in row chunks from the buffers, without copying a whole table."""
     import hashlib
-    h = hashlib.sha256()
+    h = hashlib.sha256(str((bank.form, bank.kind, bank.num_classes)).encode())
     for t in (bank.table, bank.idx, bank.val, bank.labels_tensor):
-        if t is not None:
-            t = t.detach().cpu().contiguous()
-            h.update(str((t.dtype, tuple(t.shape))).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t is None:
+            continue
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        rows = max(1, (64 << 20) // max(1, t[:1].numel() * t.element_size()))
+        for a in range(0, t.shape[0], rows):
+            chunk = t[a:a + rows].detach().cpu().contiguous()
+            h.update(chunk.view(torch.uint8).numpy().data if chunk.numel() else b"")
     return h.hexdigest()
 
 
@@ -189,7 +193,10 @@ class Trainer:
         self._first_bad = torch.full((len(LOSS_NAMES),), -1, dtype=torch.int64, device=self.device)
         self._bad_value = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=self.device)
         self._last_good_ckpt: Optional[tuple] = None
-        self.log = RunLog(out, tensorboard=cfg.tensorboard) if out is not None else None
+        # Opened by fit(): building a trainer writes nothing (the CLI builds one, as the last
+        # check of a run's settings, before --overwrite clears the folder).
+        self.log: Optional[RunLog] = None
+        self._log_kept_to: Optional[int] = None
 
     # --- one step --------------------------------------------------------------------------
 
@@ -389,7 +396,7 @@ class Trainer:
         t.load_state_dict(state, source=str(checkpoint))
         if t.out is not None:
             t._last_good_ckpt = (os.path.join(t.out, "checkpoints", LATEST), t.step)
-            t.log.truncate_after(t.step)
+            t._log_kept_to = t.step
         return t
 
     def sample_grid(self, name: str, per_class: int = 8) -> Optional[str]:
@@ -429,23 +436,29 @@ class Trainer:
         cfg = self.cfg
         stop: dict = {"signal": None}
         handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            def on_signal(signum, frame):
-                if stop["signal"] is not None:   # a second signal: stop now, no checkpoint
-                    raise KeyboardInterrupt(f"second signal {signum}: stopped without a checkpoint")
-                stop["signal"] = signum
-            for s in (signal.SIGTERM, signal.SIGINT):
-                handlers[s] = signal.signal(s, on_signal)
-        if self.out is not None:
-            os.makedirs(self.out, exist_ok=True)
-            _remove_stale_temporaries(os.path.join(self.out, "checkpoints"))
-            atomic_write_text(os.path.join(self.out, "config.yaml"), cfg.to_yaml())
+
+        def on_signal(signum, frame):
+            if stop["signal"] is not None:   # a second signal: stop now, no checkpoint
+                raise KeyboardInterrupt(f"second signal {signum}: stopped without a checkpoint")
+            stop["signal"] = signum
+
         start = time.perf_counter()
         t_log, img_log, step0 = start, 0, self.step
         per_step = cfg.batch_size * cfg.d_steps
         bar = Progress("train", cfg.steps, unit=" step", enabled=cfg.progress)
         status = "done"
         try:
+            if threading.current_thread() is threading.main_thread():
+                for s in (signal.SIGTERM, signal.SIGINT):
+                    handlers[s] = signal.signal(s, on_signal)
+            if self.out is not None:
+                os.makedirs(self.out, exist_ok=True)
+                _remove_stale_temporaries(os.path.join(self.out, "checkpoints"))
+                if self.log is None:
+                    self.log = RunLog(self.out, tensorboard=cfg.tensorboard)
+                    if self._log_kept_to is not None:
+                        self.log.truncate_after(self._log_kept_to)
+                atomic_write_text(os.path.join(self.out, "config.yaml"), cfg.to_yaml())
             while self.step < cfg.steps:
                 self.train_step()
                 img_log += per_step

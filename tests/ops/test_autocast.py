@@ -73,3 +73,33 @@ def test_bank_lookup_ignores_autocast(impl):
         auto = bank_lookup(bank.plan("softmax:0.5"), idx, out="dense", impl=impl)
     assert auto.dtype == plain.dtype
     torch.testing.assert_close(auto, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_backward_inside_autocast_matches_float32(impl):
+    """Code that calls backward inside its autocast region (some GAN codebases do)."""
+    torch.manual_seed(1)
+    head = SoftLabelProjectionHead(16, 5, impl=impl).eval()
+    h = torch.randn(6, 16, requires_grad=True)
+    P = torch.softmax(torch.randn(6, 5), 1)
+    (g_plain,) = torch.autograd.grad(head(h, P).sum(), h)
+    with _bf16():
+        (g_auto,) = torch.autograd.grad(head(h, P).sum(), h)
+    torch.testing.assert_close(g_auto, g_plain, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_head_inside_autocast_has_no_graph_break():
+    """The trainer's fast path compiles under bf16 autocast: the autocast-off region must
+    trace (an ExitStack of autocast contexts did not)."""
+    torch.manual_seed(0)
+    head = SoftLabelProjectionHead(16, 5, impl="cpu").eval()
+    h, P = torch.randn(6, 16), torch.softmax(torch.randn(6, 5), 1)
+
+    def f(h, P):
+        with _bf16():
+            return head(h, P)
+
+    eager = f(h, P)
+    compiled = torch.compile(f, fullgraph=True)(h, P)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)

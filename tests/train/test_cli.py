@@ -167,3 +167,25 @@ def test_max_minutes_zero_clears_the_limit_and_device_auto_works(data, tmp_path)
                  "--max-minutes", "0", "--device", "auto", "--no-progress"]) == 0
     saved = load_checkpoint(out)["config"]
     assert saved["max_minutes"] is None and saved["device"] == "cpu"
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, str(out), "--steps", "1") == 0
+    before = sorted(os.listdir(out))
+    # refused after the data and settings are read but before anything is removed
+    assert _train(data, str(out), "--steps", "1", "--overwrite", "--device", "cuda:7") == 2
+    assert "torch sees no GPU" in capsys.readouterr().err
+    assert _train(data, str(out), "--steps", "1", "--overwrite", "--resolution", "64",
+                  "--attention", "64") == 2
+    assert sorted(os.listdir(out)) == before and load_checkpoint(str(out))["step"] == 1
+
+
+def test_yaml_spellings_of_on_off_and_no_limit(data, tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("compile: off\nchannels_last: off\nmax_minutes: 0\n")
+    out = str(tmp_path / "run")
+    assert main(["train", "--data", data, "--target", "onehot", "--config", str(y), "--out", out,
+                 *TINY, "--steps", "1"]) == 0
+    saved = load_checkpoint(out)["config"]
+    assert saved["compile"] == "off" and saved["channels_last"] == "off" and saved["max_minutes"] is None
