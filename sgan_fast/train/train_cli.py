@@ -236,7 +236,10 @@ def run_sample(args) -> int:
     G, meta = load_generator(args.checkpoint, ema=not args.no_ema, device=pick_device(args.device))
     C = int(meta["data"]["num_classes"])
     names = list(meta["data"].get("class_names") or [str(c) for c in range(C)])
-    classes = list(range(C)) if args.classes is None else [int(c) for c in args.classes.split(",")]
+    try:
+        classes = list(range(C)) if args.classes is None else [int(c) for c in args.classes.split(",")]
+    except ValueError:
+        raise ValueError(f"--classes must be comma-separated class numbers, got {args.classes!r}") from None
     bad = [c for c in classes if not 0 <= c < C]
     if bad:
         raise ValueError(f"--classes: {bad[0]} is outside [0, {C}) (the checkpoint's model has "
@@ -254,7 +257,13 @@ def run_sample(args) -> int:
                      truncation=np.array(np.nan if args.truncation is None else args.truncation),
                      seed=np.array(args.seed))
     else:
+        import shutil
+
         from PIL import Image
+        if os.path.isdir(out):   # --overwrite: an earlier sample's class folders go first, so
+            for d in os.listdir(out):   # that two samples never mix (other files stay)
+                if d.isdigit() and os.path.isdir(os.path.join(out, d)):
+                    shutil.rmtree(os.path.join(out, d))
         os.makedirs(out, exist_ok=True)
         x = images.permute(0, 2, 3, 1).numpy()
         for i, (img, c) in enumerate(zip(x, labels.tolist())):

@@ -189,3 +189,21 @@ def test_yaml_spellings_of_on_off_and_no_limit(data, tmp_path):
                  *TINY, "--steps", "1"]) == 0
     saved = load_checkpoint(out)["config"]
     assert saved["compile"] == "off" and saved["channels_last"] == "off" and saved["max_minutes"] is None
+
+
+def test_sample_overwrite_replaces_an_earlier_folder_sample(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert _train(data, out, "--steps", "1") == 0
+    folder = tmp_path / "s"
+    assert main(["sample", "--checkpoint", out, "--per-class", "3", "--out", str(folder),
+                 "--device", "cpu"]) == 0
+    (folder / "README.txt").write_text("mine")
+    assert main(["sample", "--checkpoint", out, "--per-class", "1", "--out", str(folder),
+                 "--device", "cpu"]) == 2                         # exists: refused
+    assert main(["sample", "--checkpoint", out, "--per-class", "1", "--out", str(folder),
+                 "--device", "cpu", "--overwrite"]) == 0
+    assert sum(len(os.listdir(folder / c)) for c in ("0", "1", "2")) == 3
+    assert (folder / "README.txt").exists()
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", out, "--classes", "a,b", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "comma-separated class numbers" in capsys.readouterr().err
