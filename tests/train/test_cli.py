@@ -207,3 +207,15 @@ def test_sample_overwrite_replaces_an_earlier_folder_sample(data, tmp_path, caps
     capsys.readouterr()
     assert main(["sample", "--checkpoint", out, "--classes", "a,b", "--out", str(tmp_path / "x.npz")]) == 2
     assert "comma-separated class numbers" in capsys.readouterr().err
+
+
+def test_demo_reports_a_failed_step_in_one_line(tmp_path, capsys, monkeypatch):
+    """A step that fails or is stopped by a signal ends the demo with its exit status."""
+    import sgan_fast.cli as cli_mod
+    real_main = cli_mod.main
+
+    def fake(argv):
+        return 143 if argv[0] == "classify" else real_main(argv)
+    monkeypatch.setattr(cli_mod, "main", fake)
+    assert real_main(["demo", "--data", "mnist-5k", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 143
+    assert "stopped by a signal during '1/3" in capsys.readouterr().err
