@@ -24,7 +24,7 @@ from .._device import pick_device
 from .._io import atomic_savez, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint
-from .config import TrainConfig, read_yaml_settings
+from .config import TrainConfig, field_type, read_yaml_settings
 
 _HELP = {
     "resolution": "32, 64 or 128",
@@ -48,16 +48,6 @@ _HELP = {
 }
 
 
-def _arg_type(field):
-    """int, float, bool or str from a TrainConfig annotation (strings under postponed
-    evaluation: "int", "Optional[float]", ...)."""
-    name = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    for t in (bool, int, float):
-        if t.__name__ in name:
-            return t
-    return str
-
-
 def add_config_args(p) -> None:
     """One flag per TrainConfig field (--g-lr, --no-mirror, ...), default None = not given."""
     g = p.add_argument_group("training settings (TrainConfig; defaults per resolution)")
@@ -66,7 +56,7 @@ def add_config_args(p) -> None:
         if "--" + f.name.replace("_", "-") in taken:
             continue
         flag = "--" + f.name.replace("_", "-")
-        base = _arg_type(f)
+        base = field_type(f.name)
         default = f.default
         help_ = _HELP.get(f.name, "")
         help_ = f"{help_} (default: {default})" if help_ else f"default: {default}"
