@@ -49,13 +49,14 @@ class DatasetFingerprint:
             kind = "labels"
         return cls(int(y.numel()), int(num_classes), counts, h.hexdigest(), kind)
 
-    def differences(self, other: "DatasetFingerprint") -> list:
-        """Sentences saying how `other` (the dataset) differs from this (the bank's)."""
+    def differences(self, other: "DatasetFingerprint", mine: str = "the bank") -> list:
+        """Sentences saying how `other` (the dataset) differs from this fingerprint, which
+        `mine` names (the bank's, a checkpoint's, ...)."""
         out = []
         if self.num_images != other.num_images:
-            out.append(f"the bank has N={self.num_images} images, the dataset {other.num_images}")
+            out.append(f"{mine} has N={self.num_images} images, the dataset {other.num_images}")
         if self.num_classes != other.num_classes:
-            out.append(f"the bank has C={self.num_classes} classes, the dataset {other.num_classes}")
+            out.append(f"{mine} has C={self.num_classes} classes, the dataset {other.num_classes}")
         if self.class_counts != other.class_counts and self.num_classes == other.num_classes:
             diff = [c for c, (a, b) in enumerate(zip(self.class_counts, other.class_counts)) if a != b]
             shown = ", ".join(f"class {c}: {self.class_counts[c]} vs {other.class_counts[c]}"
@@ -64,7 +65,7 @@ class DatasetFingerprint:
                        f"{', ...' if len(diff) > 5 else ''})")
         if self.content_hash != other.content_hash:
             if self.hash_of != other.hash_of:
-                out.append(f"the bank was fingerprinted by its {self.hash_of}, the dataset by its "
+                out.append(f"{mine} was fingerprinted by its {self.hash_of}, the dataset by its "
                            f"{other.hash_of}")
             else:
                 what = {"paths": "file list (names or order)",

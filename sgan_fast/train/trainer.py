@@ -43,7 +43,7 @@ from ..labels.targets import Target
 from ..models import Discriminator, Generator
 from .augment import DiffAugment
 from .checkpoint import BEST, LATEST, CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig, resume_differences
+from .config import RESUMABLE_CHANGES, TrainConfig, resume_differences
 from .ema import GeneratorEMA
 from .losses import LeCam, hinge_d, hinge_g
 from .run_log import RunLog
@@ -354,15 +354,15 @@ class Trainer:
         diffs = resume_differences(state["config"], self.cfg)
         if diffs:
             raise CheckpointError(f"{source} was trained with other settings: " + "; ".join(diffs)
-                                  + " (only the run length, logging and compile settings may change "
-                                  "on --resume)")
+                                  + " (on --resume only these may change: "
+                                  + ", ".join(RESUMABLE_CHANGES) + ")")
         fp_saved = (state.get("data") or {}).get("fingerprint")
         if fp_saved != self.data_info["fingerprint"]:
             from ..labels.fingerprint import DatasetFingerprint
-            diff = (DatasetFingerprint.from_json(fp_saved).differences(self.dataset.fingerprint())
+            diff = (DatasetFingerprint.from_json(fp_saved).differences(
+                        self.dataset.fingerprint(), mine="the checkpoint")
                     if fp_saved else ["it records no dataset"])
-            raise CheckpointError(f"{source} was trained on other data: "
-                                  + "; ".join(d.replace("the bank", "the checkpoint") for d in diff))
+            raise CheckpointError(f"{source} was trained on other data: " + "; ".join(diff))
         saved_bank = (state.get("data") or {}).get("bank_digest")
         if saved_bank != self.data_info.get("bank_digest"):
             raise CheckpointError(f"{source} was trained with another soft-label bank "
