@@ -24,12 +24,26 @@ def _umask() -> int:
     return mask
 
 
+_TMP_PREFIX, _TMP_SUFFIX = ".{}.", ".tmp"   # atomic_write's temporary file beside its target
+
+
+def remove_partial_writes(path) -> None:
+    """Removes the temporary files atomic_write left beside `path` when its process was killed
+    mid-write (never `path` itself)."""
+    path = os.fspath(path)
+    folder, prefix = os.path.dirname(os.path.abspath(path)), _TMP_PREFIX.format(os.path.basename(path))
+    if os.path.isdir(folder):
+        for f in os.listdir(folder):
+            if f.startswith(prefix) and f.endswith(_TMP_SUFFIX):
+                os.remove(os.path.join(folder, f))
+
+
 def atomic_write(path, write: Callable, *, binary: bool = True) -> None:
     """Calls write(f) on a temporary file in `path`'s folder, flushes it to disk, then renames
     it over `path`: an interrupted write leaves the old file (or none) intact."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX.format(os.path.basename(path)),
+                               suffix=_TMP_SUFFIX, dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 import torch
 
 from .._device import pick_device
-from .._io import atomic_write_text
+from .._io import atomic_write_text, remove_partial_writes
 from .._progress import Progress
 from ..data.loader import make_loader
 from ..data.samplers import BatchSampler
@@ -86,15 +86,6 @@ def bank_digest(bank) -> str:
             chunk = t[a:a + rows].detach().cpu().contiguous()
             h.update(chunk.view(torch.uint8).numpy().data if chunk.numel() else b"")
     return h.hexdigest()
-
-
-def _remove_stale_temporaries(folder: str) -> None:
-    """Half-written checkpoints left by a process killed while saving (never the real files)."""
-    if not os.path.isdir(folder):
-        return
-    for f in os.listdir(folder):
-        if f.startswith(".") and f.endswith(".tmp") and (LATEST in f or BEST in f):
-            os.remove(os.path.join(folder, f))
 
 
 class Trainer:
@@ -453,7 +444,8 @@ class Trainer:
                     handlers[s] = signal.signal(s, on_signal)
             if self.out is not None:
                 os.makedirs(self.out, exist_ok=True)
-                _remove_stale_temporaries(os.path.join(self.out, "checkpoints"))
+                for name in (LATEST, BEST):   # half-written by a process killed while saving
+                    remove_partial_writes(os.path.join(self.out, "checkpoints", name))
                 if self.log is None:
                     self.log = RunLog(self.out, tensorboard=cfg.tensorboard)
                     if self._log_kept_to is not None:
