@@ -13,6 +13,14 @@ from torch import Tensor, nn
 __all__ = ["GeneratorEMA"]
 
 
+def check_decay(decay: float, who: str) -> float:
+    """An exponential moving average's decay, as a float in [0, 1) (GeneratorEMA, LeCam)."""
+    decay = float(decay)
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"{who} decay must be in [0, 1), got {decay}")
+    return decay
+
+
 def _pairs(kind: str, model_items, ema_items) -> tuple[list[Tensor], list[Tensor]]:
     """Match ``(name, tensor)`` lists of the two models; refuse the first mismatch."""
     a, b = list(model_items), list(ema_items)
@@ -63,17 +71,10 @@ class GeneratorEMA:
                              "architecture, not model itself")
         self.model = model
         self.ema_model = ema_model
-        self.decay = self._check_decay(decay)
+        self.decay = check_decay(decay, "GeneratorEMA")
         self.start_step = self._check_start(start_step)
         self._tensors()  # validate now, not at the first update
         ema_model.requires_grad_(False)
-
-    @staticmethod
-    def _check_decay(decay: float) -> float:
-        decay = float(decay)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"GeneratorEMA decay must be in [0, 1), got {decay}")
-        return decay
 
     @staticmethod
     def _check_start(start_step: int) -> int:
@@ -113,7 +114,7 @@ class GeneratorEMA:
         return {"decay": self.decay, "start_step": self.start_step}
 
     def load_state_dict(self, state: dict) -> None:
-        self.decay = self._check_decay(state["decay"])
+        self.decay = check_decay(state["decay"], "GeneratorEMA")
         self.start_step = self._check_start(state["start_step"])
 
     def __repr__(self) -> str:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .ema import check_decay
+
 __all__ = ["hinge_d", "hinge_g", "LeCam"]
 
 
@@ -49,16 +51,9 @@ class LeCam:
     """
 
     def __init__(self, decay: float = 0.99, device: torch.device | str | None = None):
-        self.decay = self._check_decay(decay)
+        self.decay = check_decay(decay, "LeCam")
         self.ema_real = torch.zeros((), dtype=torch.float32, device=device)
         self.ema_fake = torch.zeros((), dtype=torch.float32, device=device)
-
-    @staticmethod
-    def _check_decay(decay: float) -> float:
-        decay = float(decay)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"LeCam decay must be in [0, 1), got {decay}")
-        return decay
 
     def to(self, device: torch.device | str) -> "LeCam":
         self.ema_real = self.ema_real.to(device)
@@ -95,7 +90,7 @@ class LeCam:
         missing = {"decay", "ema_real", "ema_fake"} - set(state)
         if missing:
             raise KeyError(f"LeCam state is missing {sorted(missing)}")
-        self.decay = self._check_decay(state["decay"])
+        self.decay = check_decay(state["decay"], "LeCam")
         device = self.ema_real.device
         def scalar(v):
             return torch.as_tensor(v, dtype=torch.float32).reshape(()).to(device)
