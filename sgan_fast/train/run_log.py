@@ -17,6 +17,7 @@ class RunLog:
         os.makedirs(out, exist_ok=True)
         self.out = out
         self.path, self.eval_path = os.path.join(out, "log.csv"), os.path.join(out, "eval.csv")
+        self._checked: set = set()   # files whose header matched this run's columns
         self.tb = None
         if tensorboard:
             try:
@@ -25,15 +26,15 @@ class RunLog:
             except (ImportError, ModuleNotFoundError):
                 self.tb = None   # optional: CSV is always written
 
-    @staticmethod
-    def _append(path: str, row: dict) -> None:
+    def _append(self, path: str, row: dict) -> None:
         new = not os.path.exists(path) or os.path.getsize(path) == 0
-        if not new:
+        if not new and path not in self._checked:   # an existing file's columns, read once
             with open(path, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
             if header != list(row):
                 raise ValueError(f"{path} has columns {header}, this run writes {list(row)}: "
                                  "it belongs to another kind of run; use another --out")
+        self._checked.add(path)
         with open(path, "a", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(row))
             if new:
