@@ -79,19 +79,9 @@ def class_grid(G, num_classes: int, per_class: int, *, seed: int = 0, device=Non
                truncation: Optional[float] = None) -> torch.Tensor:
     """uint8 [C * per_class, ...]: per_class images of every class, class by class, from a
     fixed seed (the same latents at every call, so grids over training are comparable)."""
-    device = torch.device(device) if device is not None else next(G.parameters()).device
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    z = latents(len(labels), G.config["z_dim"], generator=g, truncation=truncation)
-    was_training = G.training
-    G.eval()
-    try:
-        with torch.no_grad():
-            out = [to_uint8(G(z[a:a + 256].to(device), labels[a:a + 256].to(device))).cpu()
-                   for a in range(0, len(labels), 256)]
-    finally:
-        G.train(was_training)
-    return torch.cat(out)
+    return generate(G, labels, generator=torch.Generator().manual_seed(int(seed)),
+                    truncation=truncation, device=device)
 
 
 def load_generator(path, *, ema: bool = True, device="cpu", impl: str = "auto"):
