@@ -11,7 +11,7 @@ import torch
 from ..metrics.cache import cached_features
 from ..metrics.features import FeatureBackend, extract_features
 from ..metrics.frechet import fid
-from .sampling import generate
+from .sampling import class_grid
 
 
 class FIDEvaluator:
@@ -32,9 +32,8 @@ class FIDEvaluator:
         self.real, self.real_labels = feats, torch.from_numpy(np.asarray(real.labels))
 
     def __call__(self, G, step: int) -> dict:
+        images = class_grid(G, self.num_classes, self.per_class, seed=self.seed)
         labels = torch.arange(self.num_classes).repeat_interleave(self.per_class)
-        g = torch.Generator().manual_seed(self.seed)
-        images = generate(G, labels, generator=g)
         feats, _ = extract_features(self.backend, images, device=self.device)
         per_class = [fid(self.real[self.real_labels == c], feats[labels == c])
                      for c in range(self.num_classes)]
