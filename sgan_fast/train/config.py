@@ -145,16 +145,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict, *, what: str = "config") -> "TrainConfig":
         """A config from a dict (YAML, a checkpoint); unknown keys are refused by name."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"{what}: unknown setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(names))}")
-        return cls(**{k: coerce(k, v, what) for k, v in d.items()})
+        return cls(**typed_settings(d, what))
 
     @classmethod
     def from_yaml(cls, path) -> "TrainConfig":
-        return cls.from_dict(read_yaml_settings(path), what=str(path))
+        return cls(**read_yaml_settings(path))
 
     def to_yaml(self) -> str:
         import yaml
@@ -233,10 +228,14 @@ def read_yaml_settings(path) -> dict:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a config file must be a mapping of settings, got "
                          f"{type(d).__name__}")
-    d = {str(k).replace("-", "_"): v for k, v in d.items()}
+    return typed_settings({str(k).replace("-", "_"): v for k, v in d.items()}, str(path))
+
+
+def typed_settings(d: dict, what: str) -> dict:
+    """d's settings, each in its field's type; an unknown key is refused by name."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: "
+        raise ValueError(f"{what}: unknown setting(s) {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(names))}")
-    return {k: coerce(k, v, str(path)) for k, v in d.items()}
+    return {k: coerce(k, v, what) for k, v in d.items()}
