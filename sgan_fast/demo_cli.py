@@ -58,41 +58,6 @@ def _settings(data: str, on_gpu: bool) -> dict:
     return s
 
 
-class _Stopped(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def _pipeline(step, out, data_flags, no_flip, no_mirror, dev, s, args, start, on_gpu) -> tuple:
-    """classify, train, eval: each a sgan-fast command run in this process; returns their
-    output folders."""
-    clf = os.path.join(out, "classify")
-    step("1/3 classifier -> soft-label bank",
-         ["classify", *data_flags, "--arch", "resnet8", "--epochs", str(s["epochs"]),
-          "--folds", str(s["folds"]), "--balance", "logit_adjust", *no_flip,
-          "--seed", str(args.seed), "--out", clf, *dev])
-    eval_reserve = 45 if not on_gpu else 60
-    left = args.minutes * 60 - (time.perf_counter() - start) - eval_reserve
-    train_minutes = max(left / 60, 0.25)
-    gan = os.path.join(out, "gan")
-    step(f"2/3 Softlabel-GAN training ({train_minutes:.1f} min)",
-         ["train", *data_flags, "--bank", os.path.join(clf, "bank.npz"), "--resolution", "32",
-          "--ch", str(s["ch"]), "--batch-size", str(s["batch"]), "--d-steps", str(s["d_steps"]),
-          "--g-lr", str(s["lr"]), "--d-lr", str(s["lr"]), "--augment", s["augment"],
-          "--target", "softmax", "--steps", "1000000", "--max-minutes", f"{train_minutes:.3f}",
-          "--ema-decay", str(s["ema_decay"]), "--ema-start", str(s["ema_start"]),
-          *no_mirror, "--ckpt-every", "500", "--sample-every", "500", "--log-every", "25",
-          "--seed", str(args.seed), "--out", gan, *dev])
-    ev = os.path.join(out, "eval")
-    step("3/3 evaluation (classifier features, real test images)",
-         ["eval", *data_flags, "--checkpoint", gan, "--per-class", str(s["eval_per_class"]),
-          "--backend", "classifier", "--classifier", os.path.join(clf, "classifier.pt"),
-          "--real", "test", "--max-real-per-class", "300", "--kid-subset-size", "50",
-          "--out", ev, *dev])
-    return clf, gan, ev
-
-
 def run(args) -> int:
     from .cli import main as cli
     from ._device import pick_device
@@ -122,23 +87,46 @@ def run(args) -> int:
     print(f"sgan-fast demo: {data} made long-tailed (rho = {s['rho']}) on {device}, "
           f"budget {args.minutes:g} min -> {out}", file=sys.stderr)
 
-    def step(title, argv):
+    def step(title, argv) -> int:
+        """Runs one sgan-fast command in this process; its exit status, explained if not 0."""
         print(f"\nsgan-fast demo: {title}\n  sgan-fast {' '.join(argv)}", file=sys.stderr)
         rc = cli(argv)
         if rc in (130, 143):      # SIGINT / SIGTERM: training wrote its checkpoint
-            raise _Stopped(rc, f"sgan-fast demo: stopped by a signal during '{title}'; what was "
-                           "done is in " + out + " (training continues with the train command "
-                           "above plus --resume)")
-        if rc != 0:
-            raise _Stopped(rc, f"sgan-fast demo: the step '{title}' failed (exit {rc}); its "
-                           "command and error are above")
+            print(f"sgan-fast demo: stopped by a signal during '{title}'; what was done is in "
+                  f"{out} (training continues with the train command above plus --resume)",
+                  file=sys.stderr)
+        elif rc != 0:
+            print(f"sgan-fast demo: the step '{title}' failed (exit {rc}); its command and error "
+                  "are above", file=sys.stderr)
+        return rc
 
-    try:
-        clf, gan, ev = _pipeline(step, out, data_flags, no_flip, no_mirror, dev, s, args, start,
-                                 on_gpu)
-    except _Stopped as stop:
-        print(stop.message, file=sys.stderr)
-        return stop.code
+    clf, gan, ev = (os.path.join(out, n) for n in ("classify", "gan", "eval"))
+    rc = step("1/3 classifier -> soft-label bank",
+              ["classify", *data_flags, "--arch", "resnet8", "--epochs", str(s["epochs"]),
+               "--folds", str(s["folds"]), "--balance", "logit_adjust", *no_flip,
+               "--seed", str(args.seed), "--out", clf, *dev])
+    if rc:
+        return rc
+    eval_reserve = 45 if not on_gpu else 60
+    left = args.minutes * 60 - (time.perf_counter() - start) - eval_reserve
+    train_minutes = max(left / 60, 0.25)
+    rc = step(f"2/3 Softlabel-GAN training ({train_minutes:.1f} min)",
+              ["train", *data_flags, "--bank", os.path.join(clf, "bank.npz"), "--resolution", "32",
+               "--ch", str(s["ch"]), "--batch-size", str(s["batch"]), "--d-steps", str(s["d_steps"]),
+               "--g-lr", str(s["lr"]), "--d-lr", str(s["lr"]), "--augment", s["augment"],
+               "--target", "softmax", "--steps", "1000000", "--max-minutes", f"{train_minutes:.3f}",
+               "--ema-decay", str(s["ema_decay"]), "--ema-start", str(s["ema_start"]),
+               *no_mirror, "--ckpt-every", "500", "--sample-every", "500", "--log-every", "25",
+               "--seed", str(args.seed), "--out", gan, *dev])
+    if rc:
+        return rc
+    rc = step("3/3 evaluation (classifier features, real test images)",
+              ["eval", *data_flags, "--checkpoint", gan, "--per-class", str(s["eval_per_class"]),
+               "--backend", "classifier", "--classifier", os.path.join(clf, "classifier.pt"),
+               "--real", "test", "--max-real-per-class", "300", "--kid-subset-size", "50",
+               "--out", ev, *dev])
+    if rc:
+        return rc
     grid = os.path.join(out, "grid.png")
     shutil.copyfile(os.path.join(gan, "samples", "final.png"), grid)
     minutes = (time.perf_counter() - start) / 60
