@@ -70,15 +70,19 @@ def main(argv=None) -> int:
     from . import demo_cli
     from .labels import classify_cli
     from .metrics import eval_cli
+    from .synth import downstream_cli, synth_cli
     from .train import train_cli
     demo_cli.add_parser(sub)
     classify_cli.add_parser(sub)
     train_cli.add_parser(sub)
     eval_cli.add_parser(sub)
+    synth_cli.add_parser(sub)
+    downstream_cli.add_parser(sub)
     args = parser.parse_args(argv)
     commands = {"info": _cmd_info, "check-head": _cmd_check_head, "demo": demo_cli.run,
                 "classify": classify_cli.run, "train": train_cli.run_train,
-                "sample": train_cli.run_sample, "eval": eval_cli.run}
+                "sample": train_cli.run_sample, "eval": eval_cli.run,
+                "synthesize": synth_cli.run, "downstream": downstream_cli.run}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:

@@ -172,8 +172,15 @@ def _autocast(device: torch.device, amp: bool):
 
 def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray, num_classes: int,
                      channels: int, resolution: int, cfg: ClassifyConfig, *, seed: int,
-                     desc: str = "classify") -> nn.Module:
-    """A classifier trained on images[train_idx] (see the module docstring); eval mode."""
+                     desc: str = "classify", targets: Optional[np.ndarray] = None,
+                     steps: Optional[int] = None) -> nn.Module:
+    """A classifier trained on images[train_idx] (see the module docstring); eval mode.
+
+    targets: float [N, C] probability rows, one per image (indexed like `labels`): the loss
+    is then the cross-entropy with these soft targets (e.g. inter-class synthetic images);
+    `labels` still draws the batches and scores the running accuracy.
+    steps: train for this many steps instead of cfg.epochs epochs of train_idx (to give
+    training sets of different sizes the same compute)."""
     device = images.device
     torch.manual_seed(seed)
     model = build_classifier(cfg.arch, num_classes, channels, resolution, weights=cfg.weights,
@@ -185,7 +192,17 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
     y_train = labels[train_idx]
     mode = "class_balanced" if cfg.balance == "class_balanced" else "instance"
     sampler = BatchSampler(y_train, cfg.batch_size, mode=mode, seed=seed, num_classes=num_classes)
-    steps = cfg.epochs * sampler.steps_per_epoch
+    if steps is None:
+        steps = cfg.epochs * sampler.steps_per_epoch
+    elif not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    soft = None
+    if targets is not None:
+        soft = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        if soft.shape != (len(labels), num_classes):
+            raise ValueError(f"targets must be [N={len(labels)}, C={num_classes}], got "
+                             f"{tuple(soft.shape)}")
+        soft = soft.to(device)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.dim() <= 1 else decay).append(p)   # no weight decay on BN and biases
@@ -218,10 +235,12 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
         x = augment_batch(images.batch(idx), gen, pad=pad, flip=cfg.flip)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        y = y_all[torch.from_numpy(idx).to(device)]
+        i_dev = torch.from_numpy(idx).to(device)
+        y = y_all[i_dev]
         with _autocast(device, cfg.amp):
             logits = model(x).float()
-        loss = F.cross_entropy(logits if adjust is None else logits + adjust, y)
+        loss = F.cross_entropy(logits if adjust is None else logits + adjust,
+                               y if soft is None else soft[i_dev])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -167,6 +167,20 @@ def inception_backend(path: Optional[str] = None, *, value_range=None) -> Featur
                           lambda x: inception_input(x, rng), model, model)
 
 
+def classifier_input(x: Tensor, resolution: int, channels: int) -> Tensor:
+    """uint8 images [B, C, H, W] -> the float [-1, 1] input of a `sgan-fast classify`
+    classifier trained at `resolution` (resized when their size differs)."""
+    if x.dtype != torch.uint8 or x.dim() != 4:
+        raise ValueError(f"images must be uint8 [B, C, H, W], got {x.dtype} {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"the classifier takes {channels}-channel images, got {x.shape[1]}")
+    y = x.float() / 127.5 - 1
+    if tuple(y.shape[-2:]) != (resolution, resolution):
+        y = F.interpolate(y, size=(resolution, resolution), mode="bicubic", align_corners=False,
+                          antialias=True)
+    return y
+
+
 def classifier_backend(path) -> FeatureBackend:
     """Penultimate features (and logits) of a `sgan-fast classify` classifier, first fold:
     the domain backend, for data Inception was not trained on (digits, medical, ...)."""
@@ -176,14 +190,7 @@ def classifier_backend(path) -> FeatureBackend:
     res, channels = int(meta["resolution"]), int(meta["channels"])
 
     def prepare(x):
-        if x.dtype != torch.uint8 or x.dim() != 4:
-            raise ValueError(f"images must be uint8 [B, C, H, W], got {x.dtype} {tuple(x.shape)}")
-        if x.shape[1] != channels:
-            raise ValueError(f"the classifier takes {channels}-channel images, got {x.shape[1]}")
-        y = x.float() / 127.5 - 1
-        if tuple(y.shape[-2:]) != (res, res):
-            y = F.interpolate(y, size=(res, res), mode="bicubic", align_corners=False, antialias=True)
-        return y
+        return classifier_input(x, res, channels)
 
     head = model.fc if hasattr(model, "fc") else model.net.get_submodule(model.head_name)
 

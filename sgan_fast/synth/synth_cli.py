@@ -1,0 +1,155 @@
+"""`sgan-fast synthesize`: a synthetic training set from a generator checkpoint.
+
+    sgan-fast synthesize --checkpoint runs/fmnist/gan --out runs/fmnist/synth
+      -> every class topped up to the largest class's count (the checkpoint records the
+         training set's class counts), as synthetic.npz, with manifest.json and report.md
+    sgan-fast synthesize ... --count 1000            # every class up to 1,000 images
+    sgan-fast synthesize ... --total 20000           # 20,000 images, rarest classes first
+    sgan-fast synthesize ... --format folder         # synthetic/000/..., one folder per class
+    sgan-fast synthesize ... --classifier runs/fmnist/classify/classifier.pt --min-confidence 0.5
+                                                     # keep images the classifier recognises
+    sgan-fast synthesize ... --mix 5000 --mix-bank runs/fmnist/classify/bank.npz
+                                                     # + 5,000 inter-class images (mixed.npz)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .._device import pick_device
+from .._io import refuse_overwrite, writable_dir
+from .export import OUTPUTS, manifest_for, write_export
+from .plan import soft_confusion
+from .synthesize import ClassifierScorer, SynthConfig, synthesize, trained_on_padded
+
+
+def _count(text: str):
+    if text == "majority":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--count must be 'majority' or a number of images, "
+                                         f"got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"--count must be >= 0, got {n}")
+    return n
+
+
+def _range(text: str) -> tuple:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mix-lambda must be 'lo,hi', got {text!r}") from None
+    return lo, hi
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("synthesize", help="write a class-balanced synthetic training set (and "
+                       "inter-class images) from a generator checkpoint", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = SynthConfig()
+    p.add_argument("--checkpoint", required=True, help="a `sgan-fast train` run folder or checkpoint")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument("--format", default="npz", choices=["npz", "folder"],
+                   help="synthetic.npz (default) or synthetic/<class>/*.png")
+    g = p.add_argument_group("how many")
+    g.add_argument("--count", type=_count, default="majority",
+                   help="top every class up to this many images (real + synthetic); 'majority' "
+                        "(default): the largest class's count")
+    g.add_argument("--total", type=int, default=None,
+                   help="instead: this many synthetic images in all, to the rarest classes first")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--truncation", type=float, default=None, help="redraw latents with |z| > t")
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--no-ema", action="store_true", help="the raw generator, not its EMA")
+    s.add_argument("--batch-size", type=int, default=d.batch_size)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+    f = p.add_argument_group("filtering by classifier confidence")
+    f.add_argument("--classifier", default=None, help="a `sgan-fast classify` classifier.pt")
+    f.add_argument("--min-confidence", type=float, default=None,
+                   help="keep an image only if the classifier gives its class at least this")
+    f.add_argument("--max-tries", type=float, default=d.max_tries,
+                   help="draw at most this many times a class's count (default 10)")
+    f.add_argument("--allow-shortfall", action="store_true",
+                   help="write classes that could not be filled (default: stop with an error)")
+    m = p.add_argument_group("inter-class images")
+    m.add_argument("--mix", type=int, default=0, help="this many images from l e_i + (1 - l) e_j")
+    m.add_argument("--mix-bank", default=None,
+                   help="the soft-label bank of the training set (`sgan-fast classify`'s "
+                        "bank.npz): its held-out probabilities say which classes are alike")
+    m.add_argument("--mix-pairs", type=int, default=None,
+                   help="how many of the most alike class pairs (default: one per class)")
+    m.add_argument("--mix-lambda", type=_range, default=d.mix_lambda,
+                   help="l is drawn uniformly from lo,hi (default 0.2,0.8)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _bank_confusion(path: str, meta: dict, C: int) -> np.ndarray:
+    from ..labels.bank import SoftLabelBank
+    from ..labels.fingerprint import DatasetFingerprint
+
+    fp = (meta.get("data") or {}).get("fingerprint")
+    bank = SoftLabelBank.load(path, expect=DatasetFingerprint.from_json(fp) if fp else None)
+    if bank.num_classes != C:
+        raise ValueError(f"the bank {path} has {bank.num_classes} classes, the generator {C}")
+    return soft_confusion(bank.dense_probabilities().numpy(), bank.labels_tensor.cpu().numpy(), C)
+
+
+def run(args) -> int:
+    from ..train.sampling import load_generator
+
+    cfg = SynthConfig(count=args.count, total=args.total, truncation=args.truncation,
+                      seed=args.seed, batch_size=args.batch_size, min_confidence=args.min_confidence,
+                      max_tries=args.max_tries, allow_shortfall=args.allow_shortfall, mix=args.mix,
+                      mix_pairs=args.mix_pairs, mix_lambda=args.mix_lambda, progress=not args.quiet)
+    if args.total is not None and args.count != "majority":
+        raise ValueError("give --count or --total, not both")
+    cfg.check()
+    if (args.min_confidence is None) != (args.classifier is None):
+        raise ValueError("filtering needs both --classifier and --min-confidence")
+    if args.mix and not args.mix_bank:
+        raise ValueError("--mix needs --mix-bank (the training set's bank.npz) to pick class pairs")
+    if args.mix_bank and not args.mix:
+        raise ValueError("--mix-bank is only used with --mix N (how many inter-class images)")
+    out = args.out
+    refuse_overwrite(out, OUTPUTS, args.overwrite)
+    writable_dir(out)
+    device = pick_device(args.device)
+    G, meta = load_generator(args.checkpoint, ema=not args.no_ema, device=device)
+    C = int(G.config["num_classes"])
+    data = meta.get("data") or {}
+    fp = data.get("fingerprint")
+    if not fp:
+        raise ValueError(f"{args.checkpoint} records no training-set class counts; pass --count N")
+    real = [int(c) for c in fp["class_counts"]]
+    if len(real) != C:
+        raise ValueError(f"{args.checkpoint}: {len(real)} class counts for a {C}-class generator")
+    names = list(data.get("class_names") or [str(c) for c in range(C)])
+    channels = int(G.config.get("out_channels", 3))
+    scorer = (ClassifierScorer(args.classifier, num_classes=C, channels=channels, device=device,
+                               crop=trained_on_padded(meta)) if args.classifier else None)
+    confusion = _bank_confusion(args.mix_bank, meta, C) if args.mix else None
+    mode = (f"{args.total} in all, rarest classes first" if args.total is not None
+            else f"every class topped up to {'the largest class' if args.count == 'majority' else args.count}")
+    print(f"sgan-fast synthesize: {C} classes (real per class {', '.join(map(str, real))}), "
+          f"{mode}, from step {meta['step']} on {device}", file=sys.stderr)
+    result = synthesize(G, real, cfg, class_names=names, scorer=scorer, confusion=confusion)
+    manifest = manifest_for(result, checkpoint=args.checkpoint, meta=meta, cfg=cfg,
+                            ema=not args.no_ema, fmt=args.format, class_names=names,
+                            channels=channels, resolution=int(G.config["resolution"]), mode=mode,
+                            classifier=args.classifier, bank=args.mix_bank)
+    written = write_export(out, result, fmt=args.format, class_names=names, manifest=manifest)
+    short = [r for r in result.per_class if r["written"] < r["requested"]]
+    if short:
+        print(f"sgan-fast synthesize: warning: {len(short)} class(es) are short of their count "
+              "(--allow-shortfall); see report.md", file=sys.stderr)
+    print(f"sgan-fast synthesize: {len(result.labels)} images"
+          + (f" + {len(result.mixed_labels)} inter-class" if len(result.mixed_labels) else "")
+          + f" -> {', '.join(os.path.join(out, w) for w in written)}")
+    return 0
