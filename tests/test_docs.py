@@ -64,3 +64,13 @@ def test_train_example_runs(capsys):
     assert "Trainer(" in example
     exec(compile(example, "docs/train.md", "exec"), {"__name__": "__main__"})
     assert "done 3 (40, 1, 32, 32) torch.uint8" in capsys.readouterr().out
+
+
+def test_synthetic_example_prints_what_the_guide_says(capsys):
+    text = (DOCS / "synthetic.md").read_text()
+    example = _python_blocks(DOCS / "synthetic.md")[0]
+    exec(compile(example, "docs/synthetic.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out.strip()
+    # the guide quotes the output right after the example
+    quoted = re.search(r"\n```\n(.*?)```", text.split(example, 1)[1], flags=re.S).group(1).strip()
+    assert out == quoted

@@ -155,6 +155,7 @@ def run(args) -> int:
                     flip=c.flip, amp=c.amp, device_type=device.type,
                     test_images=int(len(test)), train_fingerprint=train.fingerprint().to_json())
     settings["data"].pop("progress", None)
+    settings = json.loads(json.dumps(settings))    # as it reads back from settings.json (lists, not tuples)
     done = []
     paths = {n: os.path.join(out, n) for n in OUTPUTS}
     if os.path.exists(paths["settings.json"]) and not args.overwrite:

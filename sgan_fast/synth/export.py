@@ -5,12 +5,15 @@
                           it is an unfinished export)
     out/synthetic.npz     uint8 "images" [N, H, W, C], int64 "labels" [N], "class_names"
       or out/synthetic/   one folder per class, named by zero-padded class number
-                          (000, 001, ...) so that sorted order is class order
+                          (000, 001, ...) so that sorted order is class order; a class
+                          that got no images has an empty folder
     out/mixed.npz         inter-class images: "images", "labels" (dominant class), float32
                           "targets" [M, C] (rows sum to 1), "pairs" [M, 2], "lambda" [M]
     out/report.md         the per-class table (and the class pairs)
 
-ArrayDataset.from_npz and ImageFolder read synthetic.npz / synthetic/ as they are.
+ArrayDataset.from_npz reads synthetic.npz as it is; ImageFolder reads synthetic/ with
+on_bad="skip" (it refuses empty class folders by default); open_export reads either and
+checks the counts against the manifest.
 """
 
 from __future__ import annotations
@@ -35,26 +38,28 @@ def class_folder(c: int, num_classes: int) -> str:
     return f"{c:0{max(3, len(str(num_classes - 1)))}d}"
 
 
-def _write_folder(path: str, images: np.ndarray, labels: np.ndarray, num_classes: int) -> None:
+def _write_folder(path: str, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                  progress: bool = True) -> None:
     """Class folders of PNGs, written beside `path` and renamed into place when complete."""
     from PIL import Image
+
+    from .._progress import Progress
 
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for c in range(num_classes):
         os.makedirs(os.path.join(tmp, class_folder(c, num_classes)))
+    bar = Progress(f"writing {path}", len(labels), unit=" img", enabled=progress)
     for i, (img, c) in enumerate(zip(images, labels.tolist())):
         Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
             os.path.join(tmp, class_folder(c, num_classes), f"{i:07d}.png"))
-    for c in range(num_classes):     # ImageFolder refuses an empty class folder
-        d = os.path.join(tmp, class_folder(c, num_classes))
-        if not os.listdir(d):
-            os.rmdir(d)
+        bar.update(i + 1)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
 
-def write_export(out: str, result, *, fmt: str, class_names, manifest: dict) -> list:
+def write_export(out: str, result, *, fmt: str, class_names, manifest: dict,
+                 progress: bool = True) -> list:
     """Writes `result` (a SynthResult) into `out` as the module docstring says; the manifest
     last. Returns the names written."""
     C = len(class_names)
@@ -67,7 +72,7 @@ def write_export(out: str, result, *, fmt: str, class_names, manifest: dict) -> 
         shutil.rmtree(os.path.join(out, "synthetic"), ignore_errors=True)
         written.append("synthetic.npz")
     elif fmt == "folder":
-        _write_folder(os.path.join(out, "synthetic"), result.images, result.labels, C)
+        _write_folder(os.path.join(out, "synthetic"), result.images, result.labels, C, progress)
         if os.path.exists(os.path.join(out, "synthetic.npz")):
             os.remove(os.path.join(out, "synthetic.npz"))
         written.append("synthetic/")
@@ -131,14 +136,44 @@ def open_export(folder: str, *, mixed: bool = False, progress: bool = True):
         if not np.isfinite(t).all() or (t < 0).any() or not np.allclose(t.sum(1), 1, atol=1e-5):
             raise ValueError(f"{path}: targets must be finite probability rows summing to 1")
         return ds, t, m
-    path = os.path.join(folder, "synthetic.npz" if m["format_of_images"] == "npz" else "synthetic")
-    ds = open_generated(path, class_names=names, channels=int(m["channels"]), progress=progress)
+    if m["format_of_images"] == "npz":
+        path = os.path.join(folder, "synthetic.npz")
+        ds = open_generated(path, class_names=names, channels=int(m["channels"]), progress=progress)
+    else:
+        path = os.path.join(folder, "synthetic")
+        ds = _read_folder(path, names, int(m["channels"]), progress)
     ds.name = os.path.basename(folder.rstrip("/"))
     if ds.class_counts().tolist() != [r["written"] for r in m["per_class"]]:
         raise ValueError(f"{path} holds {ds.class_counts().tolist()} images per class but its "
                          f"manifest says {[r['written'] for r in m['per_class']]}: files were "
                          "added or removed since it was written")
     return ds, None, m
+
+
+def _read_folder(path: str, names: list, channels: int, progress: bool):
+    """The class folders back as arrays. Every class has a folder, empty for the classes that
+    got no images (so that ImageFolder's sorted order is class order); ImageFolder reads
+    them with on_bad="skip", and a file that would be skipped shows as a count mismatch."""
+    import warnings
+
+    from ..data.datasets import ArrayDataset
+    from ..data.image_folder import ImageFolder
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is missing: the export is incomplete")
+    expected = [class_folder(c, len(names)) for c in range(len(names))]
+    found = sorted(d for d in os.listdir(path) if not d.startswith("."))
+    if found != expected:
+        raise ValueError(f"{path} holds the folders {found[:5]}..., expected {expected[:3]}... "
+                         f"({len(names)} classes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)       # the empty class folders
+        folder = ImageFolder(path, channels=channels, on_bad="skip", progress=progress)
+    if folder.skipped:
+        raise ValueError(f"{path}: {len(folder.skipped)} file(s) cannot be read, the first "
+                         f"{folder.skipped[0][0]} ({folder.skipped[0][1]})")
+    arrays = folder.to_arrays(progress=progress)
+    return ArrayDataset(arrays.images, arrays.labels, num_classes=len(names), class_names=names)
 
 
 def report_table(m: dict) -> str:

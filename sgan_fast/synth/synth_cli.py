@@ -23,7 +23,7 @@ import numpy as np
 from .._device import pick_device
 from .._io import refuse_overwrite, writable_dir
 from .export import OUTPUTS, manifest_for, write_export
-from .plan import soft_confusion
+from .plan import soft_confusion, topup_counts
 from .synthesize import ClassifierScorer, SynthConfig, synthesize, trained_on_padded
 
 
@@ -101,6 +101,21 @@ def _bank_confusion(path: str, meta: dict, C: int) -> np.ndarray:
     return soft_confusion(bank.dense_probabilities().numpy(), bank.labels_tensor.cpu().numpy(), C)
 
 
+def _check_memory(n: int, res: int, channels: int) -> None:
+    """The export is held in memory until it is written: refuse one that cannot fit, before
+    any image is generated, rather than be killed near the end."""
+    need = n * res * res * channels
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return
+    if need > 0.8 * avail:
+        raise ValueError(f"{n} images of {res}x{res}x{channels} need {need / 2**30:.1f} GiB in memory "
+                         f"and {avail / 2**30:.1f} GiB is available: export in parts with --total "
+                         "(and different --seed values) or --count")
+
+
 def run(args) -> int:
     from ..train.sampling import load_generator
 
@@ -132,6 +147,8 @@ def run(args) -> int:
         raise ValueError(f"{args.checkpoint}: {len(real)} class counts for a {C}-class generator")
     names = list(data.get("class_names") or [str(c) for c in range(C)])
     channels = int(G.config.get("out_channels", 3))
+    _check_memory(int(topup_counts(real, cfg.count, total=cfg.total).sum()) + cfg.mix,
+                  int(G.config["resolution"]), channels)
     scorer = (ClassifierScorer(args.classifier, num_classes=C, channels=channels, device=device,
                                crop=trained_on_padded(meta)) if args.classifier else None)
     confusion = _bank_confusion(args.mix_bank, meta, C) if args.mix else None
@@ -144,7 +161,8 @@ def run(args) -> int:
                             ema=not args.no_ema, fmt=args.format, class_names=names,
                             channels=channels, resolution=int(G.config["resolution"]), mode=mode,
                             classifier=args.classifier, bank=args.mix_bank)
-    written = write_export(out, result, fmt=args.format, class_names=names, manifest=manifest)
+    written = write_export(out, result, fmt=args.format, class_names=names, manifest=manifest,
+                           progress=not args.quiet)
     short = [r for r in result.per_class if r["written"] < r["requested"]]
     if short:
         print(f"sgan-fast synthesize: warning: {len(short)} class(es) are short of their count "
