@@ -194,7 +194,7 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
     sampler = BatchSampler(y_train, cfg.batch_size, mode=mode, seed=seed, num_classes=num_classes)
     if steps is None:
         steps = cfg.epochs * sampler.steps_per_epoch
-    elif not isinstance(steps, (int, np.integer)) or steps < 1:
+    elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     soft = None
     if targets is not None:

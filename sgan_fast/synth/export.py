@@ -141,7 +141,7 @@ def open_export(folder: str, *, mixed: bool = False, progress: bool = True):
         ds = open_generated(path, class_names=names, channels=int(m["channels"]), progress=progress)
     else:
         path = os.path.join(folder, "synthetic")
-        ds = _read_folder(path, names, int(m["channels"]), progress)
+        ds = _read_folder(path, names, int(m["channels"]), int(m["resolution"]), progress)
     ds.name = os.path.basename(folder.rstrip("/"))
     if ds.class_counts().tolist() != [r["written"] for r in m["per_class"]]:
         raise ValueError(f"{path} holds {ds.class_counts().tolist()} images per class but its "
@@ -150,7 +150,7 @@ def open_export(folder: str, *, mixed: bool = False, progress: bool = True):
     return ds, None, m
 
 
-def _read_folder(path: str, names: list, channels: int, progress: bool):
+def _read_folder(path: str, names: list, channels: int, resolution: int, progress: bool):
     """The class folders back as arrays. Every class has a folder, empty for the classes that
     got no images (so that ImageFolder's sorted order is class order); ImageFolder reads
     them with on_bad="skip", and a file that would be skipped shows as a count mismatch."""
@@ -166,6 +166,9 @@ def _read_folder(path: str, names: list, channels: int, progress: bool):
     if found != expected:
         raise ValueError(f"{path} holds the folders {found[:5]}..., expected {expected[:3]}... "
                          f"({len(names)} classes)")
+    if not any(os.listdir(os.path.join(path, d)) for d in found):    # an export of 0 images
+        return ArrayDataset(np.zeros((0, resolution, resolution, channels), np.uint8),
+                            np.zeros(0, np.int64), num_classes=len(names), class_names=names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)       # the empty class folders
         folder = ImageFolder(path, channels=channels, on_bad="skip", progress=progress)

@@ -83,6 +83,8 @@ def soft_confusion(probs, labels, num_classes: int) -> np.ndarray:
     y = np.asarray(labels, dtype=np.int64)
     if P.ndim != 2 or P.shape[1] != num_classes or len(P) != len(y):
         raise ValueError(f"probabilities must be [N={len(y)}, C={num_classes}], got {P.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), found {int(y.min())}..{int(y.max())}")
     M = np.full((num_classes, num_classes), np.nan)
     for c in range(num_classes):
         rows = P[y == c]
@@ -98,7 +100,7 @@ def similar_pairs(confusion: np.ndarray, num_pairs: int) -> list:
     C = M.shape[0]
     if M.shape != (C, C):
         raise ValueError(f"the confusion matrix must be square, got {M.shape}")
-    if not isinstance(num_pairs, (int, np.integer)) or num_pairs < 1:
+    if isinstance(num_pairs, bool) or not isinstance(num_pairs, (int, np.integer)) or num_pairs < 1:
         raise ValueError(f"num_pairs must be a positive integer, got {num_pairs!r}")
     most = C * (C - 1) // 2
     if num_pairs > most:

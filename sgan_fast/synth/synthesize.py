@@ -65,7 +65,8 @@ class SynthConfig:
             raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
         if isinstance(self.mix, bool) or not isinstance(self.mix, int) or self.mix < 0:
             raise ValueError(f"mix (inter-class images) must be an integer >= 0, got {self.mix!r}")
-        if self.mix_pairs is not None and (not isinstance(self.mix_pairs, int) or self.mix_pairs < 1):
+        if self.mix_pairs is not None and (isinstance(self.mix_pairs, bool) or
+                                           not isinstance(self.mix_pairs, int) or self.mix_pairs < 1):
             raise ValueError(f"mix_pairs must be a positive integer, got {self.mix_pairs!r}")
         lo, hi = self.mix_lambda
         if not 0 <= lo <= hi <= 1:
