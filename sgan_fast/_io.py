@@ -92,3 +92,13 @@ def writable_dir(out) -> None:
     os.makedirs(out, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise ValueError(f"cannot write to {out}")
+
+
+def check_format(obj, path, name: str, version: int, what: str) -> None:
+    """ValueError unless `obj` (a file's parsed contents) is a dict of format `name` at a
+    version this sgan_fast reads; `what` says which command writes such files."""
+    if not isinstance(obj, dict) or obj.get("format") != name:
+        raise ValueError(f"{path} is not a {name} file (written by {what})")
+    if obj.get("version", 0) > version:
+        raise ValueError(f"{path}: format version {obj['version']} is newer than this sgan_fast "
+                         f"reads ({version})")

@@ -60,6 +60,18 @@ class LabelledImages(torch.utils.data.Dataset):
         return torch.from_numpy(self._image_hwc(i)).permute(2, 0, 1), int(self.labels[i]), i
 
 
+def describe_mismatch(ds, ref, name: str, ref_name: str) -> Optional[str]:
+    """How `ds` (called `name`) differs from `ref` in class count, channels or image size,
+    as a sentence; None when two sets can be trained or tested together."""
+    if ds.num_classes != ref.num_classes:
+        return f"{name} has {ds.num_classes} classes, {ref_name} {ref.num_classes}"
+    if ds.channels != ref.channels:
+        return f"{name} has {ds.channels} channel(s), {ref_name} {ref.channels}"
+    if tuple(ds.resolution) != tuple(ref.resolution):
+        return f"{name}'s images are {tuple(ds.resolution)}, {ref_name}'s {tuple(ref.resolution)}"
+    return None
+
+
 class ArrayDataset(LabelledImages):
     """uint8 images [N, H, W, C] (or [N, H, W] for grey) with int labels [N], in memory."""
 

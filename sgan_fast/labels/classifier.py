@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from .._device import pick_device
 from .._progress import Progress
-from ..data.datasets import ArrayDataset, LabelledImages
+from ..data.datasets import ArrayDataset, LabelledImages, describe_mismatch
 from ..data.samplers import BatchSampler
 from .bank import SoftLabelBank
 from .calibration import expected_calibration_error, fit_temperature, nll
@@ -412,14 +412,9 @@ def _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, d
     test_counts = np.zeros(C, dtype=np.int64)
     if test_set is not None:
         t_arrays = as_arrays(test_set, cfg.progress)
-        if t_arrays.num_classes != C:
-            raise ValueError(f"the test split has {t_arrays.num_classes} classes, the training set {C}")
-        if t_arrays.channels != arrays.channels:
-            raise ValueError(f"the test split has {t_arrays.channels} channel(s), the training set "
-                             f"{arrays.channels}")
-        if t_arrays.resolution != arrays.resolution:
-            raise ValueError(f"the test split's images are {t_arrays.resolution}, the training set's "
-                             f"{arrays.resolution} (open image folders with the same resolution)")
+        bad = describe_mismatch(t_arrays, arrays, "the test split", "the training set")
+        if bad:
+            raise ValueError(bad + " (open image folders with the same resolution and channels)")
         t_images = _Images(t_arrays.images, device)
         t_idx = np.arange(len(t_arrays))
         t_probs = sum(torch.softmax(predict_logits(m, t_images, t_idx, batch_size=cfg.eval_batch_size)

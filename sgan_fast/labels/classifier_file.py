@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, check_format
 from .classifier_nets import build_classifier
 
 FORMAT_NAME = "sgan_fast.Classifier"
@@ -44,11 +44,7 @@ def load_classifier(path, *, device="cpu") -> tuple:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"cannot read classifier file {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a {FORMAT_NAME} file (written by `sgan-fast classify`)")
-    if blob.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {blob['version']} is newer than this sgan_fast "
-                         f"reads ({FORMAT_VERSION})")
+    check_format(blob, path, FORMAT_NAME, FORMAT_VERSION, "`sgan-fast classify`")
     models = []
     for sd in blob["state_dicts"]:
         m = build_classifier(blob["arch"], blob["num_classes"], blob["channels"], blob["resolution"],

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..data.datasets import ArrayDataset
+from ..data.datasets import ArrayDataset, describe_mismatch
 from ..labels.classifier import (ClassifyConfig, _balanced, _Images, _per_class_accuracy,
                                  predict_logits, train_classifier)
 
@@ -70,24 +70,17 @@ def check_arms(real: ArrayDataset, test: ArrayDataset, arms: list) -> None:
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must differ, got {names}")
-    if test.num_classes != C:
-        raise ValueError(f"the test set has {test.num_classes} classes, the training set {C}")
-    if (test.channels, test.resolution) != (real.channels, real.resolution):
-        raise ValueError(f"the test images are {test.resolution} x {test.channels}, the training "
-                         f"images {real.resolution} x {real.channels}")
+    bad = describe_mismatch(test, real, "the test set", "the training set")
+    if bad:
+        raise ValueError(bad)
     for a in arms:
         for what, ds in (("synthetic", a.synthetic), ("inter-class", a.mixed)):
-            if ds is None:
-                continue
-            if ds.num_classes != C:
-                raise ValueError(f"arm {a.name!r}: its {what} images come from a {ds.num_classes}-"
-                                 f"class generator, the dataset has {C} classes")
-            if ds.channels != real.channels:
-                raise ValueError(f"arm {a.name!r}: its {what} images have {ds.channels} channel(s), "
-                                 f"the real ones {real.channels}")
-            if ds.resolution != real.resolution:
-                raise ValueError(f"arm {a.name!r}: its {what} images are {ds.resolution}, the real "
-                                 f"ones {real.resolution} (pad the real set: pad_to)")
+            bad = ds is not None and describe_mismatch(ds, real, f"arm {a.name!r}: its {what} set",
+                                                       "the real set")
+            if bad:
+                raise ValueError(bad + (" (a generator of another class count?)"
+                                        if ds.num_classes != C else " (pad the real set: pad_to)"
+                                        if ds.resolution != real.resolution else ""))
         if a.mixed is not None and (a.mixed_targets is None or
                                     np.shape(a.mixed_targets) != (len(a.mixed), C)):
             raise ValueError(f"arm {a.name!r}: inter-class images need targets [{len(a.mixed)}, {C}]")

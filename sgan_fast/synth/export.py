@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_savez, atomic_write_text
+from .._io import atomic_savez, atomic_write_text, check_format
 
 MANIFEST = "manifest.json"
 FORMAT_NAME = "sgan_fast.Synthetic"
@@ -105,11 +105,7 @@ def read_manifest(folder: str) -> dict:
             m = json.load(f)
     except ValueError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a {FORMAT_NAME} manifest")
-    if m.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {m['version']} is newer than this sgan_fast "
-                         f"reads ({FORMAT_VERSION})")
+    check_format(m, path, FORMAT_NAME, FORMAT_VERSION, "`sgan-fast synthesize`")
     return m
 
 

@@ -188,7 +188,7 @@ def test_training_set_and_checks():
     assert not border.any() and big.fingerprint() == small.fingerprint()
     assert pad_to(real, (32, 32)) is real
     test = _ds([1, 1, 1], seed=3)
-    for arms, msg in [([Arm("a", _ds([1, 1], C=2))], "2-class"),
+    for arms, msg in [([Arm("a", _ds([1, 1], C=2))], "another class count"),
                       ([Arm("a", _ds([1, 1, 1], channels=3))], "channel"),
                       ([Arm("a", _ds([1, 1, 1], res=28))], "pad"),
                       ([Arm("a", synth_), Arm("a", synth_)], "differ"),
