@@ -202,6 +202,11 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
         if soft.shape != (len(labels), num_classes):
             raise ValueError(f"targets must be [N={len(labels)}, C={num_classes}], got "
                              f"{tuple(soft.shape)}")
+        bad = ~(torch.isfinite(soft).all(1) & (soft >= 0).all(1)
+                & ((soft.double().sum(1) - 1).abs() < 1e-4))
+        if bool(bad.any()):
+            raise ValueError(f"targets must be probability rows (finite, >= 0, summing to 1); row "
+                             f"{int(bad.nonzero()[0, 0])} is not")
         soft = soft.to(device)
     decay, no_decay = [], []
     for p in model.parameters():
@@ -214,7 +219,11 @@ def train_classifier(images: _Images, labels: np.ndarray, train_idx: np.ndarray,
         opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * t / steps)))
     adjust = None
     if cfg.balance == "logit_adjust":
-        prior = np.bincount(y_train, minlength=num_classes).clip(min=1) / len(y_train)
+        if soft is None:
+            prior = np.bincount(y_train, minlength=num_classes).clip(min=1) / len(y_train)
+        else:     # the class frequencies the soft targets put in the training set
+            prior = soft[torch.from_numpy(train_idx).to(device)].double().mean(0).cpu().numpy()
+            prior = prior.clip(min=1.0 / len(y_train))
         adjust = cfg.tau * torch.log(torch.tensor(prior, dtype=torch.float32, device=device))
     y_all = torch.from_numpy(labels).to(device)
     gen = torch.Generator(device=device)

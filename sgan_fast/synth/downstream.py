@@ -73,6 +73,10 @@ def check_arms(real: ArrayDataset, test: ArrayDataset, arms: list) -> None:
     bad = describe_mismatch(test, real, "the test set", "the training set")
     if bad:
         raise ValueError(bad)
+    missing = np.flatnonzero(np.bincount(np.asarray(test.labels, dtype=np.int64), minlength=C) == 0)
+    if len(missing):
+        raise ValueError(f"the test set has no images of class(es) {missing[:5].tolist()}: balanced "
+                         "accuracy needs every class")
     for a in arms:
         for what, ds in (("synthetic", a.synthetic), ("inter-class", a.mixed)):
             bad = ds is not None and describe_mismatch(ds, real, f"arm {a.name!r}: its {what} set",

@@ -27,9 +27,10 @@ import sys
 import warnings
 
 from .._device import pick_device
-from .._io import atomic_write_text, writable_dir
+from .._io import atomic_write_text, refuse_overwrite, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
 from ..labels.classifier import BALANCE, ClassifyConfig, as_arrays, check_classes
+from ..labels.classifier_nets import auto_arch
 from .downstream import BUDGETS, Arm, DownstreamConfig, pad_to, run_downstream, summarize
 from .downstream_report import plot_gain, report_markdown
 from .export import MANIFEST, open_export
@@ -85,10 +86,10 @@ def _digest(path: str) -> str:
 
 
 def _load_arms(specs: list, train, progress: bool) -> tuple:
-    """(arms, their source records) with every synthetic set checked against `train`."""
+    """(arms, their source records, their manifests), every synthetic set checked against `train`."""
     from ..labels.fingerprint import DatasetFingerprint
 
-    arms, sources = [Arm("real")], {"real": None}
+    arms, sources, manifests = [Arm("real")], {"real": None}, {}
     fp = train.fingerprint()
     for text in specs:
         name, folder, with_mixed = parse_arm(text)
@@ -108,7 +109,8 @@ def _load_arms(specs: list, train, progress: bool) -> tuple:
         arms.append(Arm(name, synth, mixed, targets, source=folder))
         sources[name] = dict(folder=os.path.abspath(folder), mixed=with_mixed,
                              manifest=_digest(os.path.join(folder, MANIFEST)))
-    return arms, sources
+        manifests[name] = manifest
+    return arms, sources, manifests
 
 
 def _csv(rows: list, C: int) -> str:
@@ -145,12 +147,18 @@ def run(args) -> int:
                          "datasets bring theirs)")
     check_classes(train)
     train, test = as_arrays(train, not args.quiet), as_arrays(test, not args.quiet)
-    arms, sources = _load_arms(args.arm, train, not args.quiet)
+    arms, sources, manifests = _load_arms(args.arm, train, not args.quiet)
     size = next((a.synthetic.resolution for a in arms if a.synthetic is not None), train.resolution)
-    train, test = pad_to(train, size), pad_to(test, size)
+    if tuple(size) != tuple(train.resolution):
+        resized = [n for n, m in manifests.items() if not m.get("real_images_padded", True)]
+        if resized:
+            raise ValueError(f"arm {resized[0]!r}: its generator learned the real images resized to "
+                             f"{size}, not padded; open the real set at that size (--resolution "
+                             f"{size[0]}) so that real and synthetic images match")
+        train, test = pad_to(train, size), pad_to(test, size)
     c = cfg.classify
     settings = dict(data=vars(data_spec(args)), arms=sources, seed=cfg.seed, budget=cfg.budget,
-                    arch=c.arch, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                    arch=c.arch if c.arch != "auto" else auto_arch(int(min(train.resolution))), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                     weight_decay=c.weight_decay, balance=c.balance, tau=c.tau, augment=c.augment,
                     flip=c.flip, amp=c.amp, device_type=device.type,
                     test_images=int(len(test)), train_fingerprint=train.fingerprint().to_json())
@@ -161,16 +169,23 @@ def run(args) -> int:
     if os.path.exists(paths["settings.json"]) and not args.overwrite:
         with open(paths["settings.json"], encoding="utf-8") as f:
             before = json.load(f)
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        changed = sorted(k for k in set(before) | set(settings)
+                         if k != "arms" and before.get(k) != settings.get(k))
+        # arms may be added (and left out); an arm of the same name must be the same data
+        changed += [f"arm {n!r}" for n in sorted(set(before.get("arms", {})) & set(sources))
+                    if before["arms"][n] != sources[n]]
         if changed:
             raise ValueError(f"{out} holds runs made with other settings ({', '.join(changed)} "
                              "differ); pass --overwrite to discard them, or choose another --out")
+        settings["arms"] = dict(before.get("arms", {}), **sources)
         if os.path.exists(paths["runs.json"]):
             with open(paths["runs.json"], encoding="utf-8") as f:
                 done = json.load(f)
             print(f"sgan-fast downstream: continuing: {len(done)} run(s) already in {out}",
                   file=sys.stderr)
-    elif args.overwrite:
+    else:
+        # never replace another command's report.md / plot.png, or runs without their settings
+        refuse_overwrite(out, OUTPUTS, args.overwrite)
         for n in OUTPUTS:
             if os.path.exists(paths[n]):
                 os.remove(paths[n])
@@ -185,14 +200,14 @@ def run(args) -> int:
         print(f"sgan-fast downstream: {row['arm']} seed {row['seed']}: balanced accuracy "
               f"{100 * row['balanced_accuracy']:.2f}% ({row['seconds']:.0f} s)", file=sys.stderr)
 
-    total = cfg.seeds * len(arms)
+    names = [a.name for a in arms]
+    wanted = {(a, s) for a in names for s in range(cfg.seed, cfg.seed + cfg.seeds)}
     print(f"sgan-fast downstream: {len(arms)} arms x {cfg.seeds} seeds on {device}; real set "
           f"{len(train)} images {train.resolution}, test {len(test)}; "
-          f"{total - len(done)} run(s) to go", file=sys.stderr)
+          f"{len(wanted - {(r['arm'], int(r['seed'])) for r in done})} run(s) to go", file=sys.stderr)
     rows_all = run_downstream(train, test, arms, cfg, device=device, done=done, on_result=save)
-    names = [a.name for a in arms]
-    keep = [r for r in rows_all if r["arm"] in names
-            and cfg.seed <= int(r["seed"]) < cfg.seed + cfg.seeds]
+    keep = [r for r in rows_all if (r["arm"], int(r["seed"])) in wanted]
+    atomic_write_text(paths["runs.csv"], _csv(rows, C))     # also when no run was left to do
     summary = summarize(keep, names, train.class_counts(), train.class_names)
     atomic_write_text(paths["summary.json"], json.dumps(dict(settings=settings, **summary),
                                                         indent=1, allow_nan=False) + "\n")

@@ -29,12 +29,14 @@ def report_markdown(summary: dict, settings: dict) -> str:
     rare = ", ".join(names[c] for c in summary["rare"])
     common = ", ".join(names[c] for c in summary["common"])
     runs = {a: s["runs"] for a, s in arms.items()}
-    budget = ("every arm trains for that many epochs of the real set's steps" if settings["budget"] == "steps"
-              else "over each arm's own training set")
+    budget = (f"every arm gets the optimiser steps of {settings['epochs']} epochs of the real set"
+              if settings["budget"] == "steps" else f"{settings['epochs']} epochs of each arm's own set")
     lines = ["# Downstream classification: real vs real + synthetic", "",
-             f"Classifier {settings['arch']}, {settings['epochs']} epochs ({budget}), balance "
-             f"{settings['balance']}, tested on {settings['test_images']} balanced real test images; mean ± standard "
-             "deviation over seeds (paired: seed s starts every arm alike), in %.", ""]
+             f"Classifier {settings['arch']} ({budget}), balance {settings['balance']}, tested on "
+             f"{settings['test_images']} real test images. Mean ± standard deviation over seeds, in "
+             "%; seed s starts every arm alike, so gains are paired by seed. The spread is the "
+             "classifier's (initialisation and batch order): every seed of an arm uses the same "
+             "synthetic images.", ""]
     few = [a for a, n in runs.items() if n < 3]
     if few:
         lines += [f"Fewer than 3 seeds for {', '.join(few)}: the spread is not meaningful.", ""]

@@ -63,6 +63,9 @@ def write_export(out: str, result, *, fmt: str, class_names, manifest: dict,
     """Writes `result` (a SynthResult) into `out` as the module docstring says; the manifest
     last. Returns the names written."""
     C = len(class_names)
+    # everything that can fail on the content is done before a file in `out` is touched
+    manifest_text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    report_text = report_table(manifest)
     if os.path.exists(os.path.join(out, MANIFEST)):
         os.remove(os.path.join(out, MANIFEST))       # the folder is unfinished until it is back
     written = []
@@ -86,9 +89,9 @@ def write_export(out: str, result, *, fmt: str, class_names, manifest: dict,
         written.append("mixed.npz")
     elif os.path.exists(mixed):
         os.remove(mixed)      # an earlier export's inter-class images do not belong to this one
-    atomic_write_text(os.path.join(out, "report.md"), report_table(manifest))
+    atomic_write_text(os.path.join(out, "report.md"), report_text)
     written.append("report.md")
-    atomic_write_text(os.path.join(out, MANIFEST), json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(os.path.join(out, MANIFEST), manifest_text)
     written.append(MANIFEST)
     return written
 
@@ -129,6 +132,10 @@ def open_export(folder: str, *, mixed: bool = False, progress: bool = True):
                               name=f"{os.path.basename(folder.rstrip('/'))}:mixed")
         if t.shape != (len(ds), C):
             raise ValueError(f"{path}: targets are {t.shape}, expected [{len(ds)}, {C}]")
+        recorded = (m.get("mixed") or {}).get("images")
+        if recorded != len(ds):
+            raise ValueError(f"{path} holds {len(ds)} inter-class images but its manifest says "
+                             f"{recorded}: the file was replaced or altered since it was written")
         if not np.isfinite(t).all() or (t < 0).any() or not np.allclose(t.sum(1), 1, atol=1e-5):
             raise ValueError(f"{path}: targets must be finite probability rows summing to 1")
         return ds, t, m
@@ -213,14 +220,23 @@ def report_table(m: dict) -> str:
 
 def manifest_for(result, *, checkpoint: str, meta: dict, cfg, ema: bool, fmt: str,
                  class_names, channels: int, resolution: int, mode: str,
-                 classifier: Optional[str], bank: Optional[str]) -> dict:
+                 classifier: Optional[str], bank: Optional[str], device: str,
+                 padded: bool) -> dict:
+    import torch
+
     from .. import __version__
 
     return dict(
         format=FORMAT_NAME, version=FORMAT_VERSION, sgan_fast=__version__,
+        torch=torch.__version__, device=str(device),
         checkpoint=os.path.abspath(checkpoint), step=int(meta["step"]),
         data_fingerprint=(meta.get("data") or {}).get("fingerprint"),
-        seed=int(cfg.seed), truncation=cfg.truncation, ema=bool(ema), format_of_images=fmt,
+        # the generator learned the real images padded to its size (arrays) or resized (folders)
+        real_images_padded=bool(padded),
+        # what reproduces the images: the latents depend on the seed, the batch size (the
+        # draws are made batch by batch), the truncation and the device type
+        seed=int(cfg.seed), batch_size=int(cfg.batch_size), truncation=cfg.truncation,
+        ema=bool(ema), count=cfg.count, total=cfg.total, format_of_images=fmt,
         num_classes=len(class_names), class_names=[str(n) for n in class_names],
         channels=int(channels), resolution=int(resolution), mode=mode,
         synthetic_images=int(len(result.labels)), per_class=result.per_class,

@@ -105,7 +105,11 @@ def similar_pairs(confusion: np.ndarray, num_pairs: int) -> list:
     most = C * (C - 1) // 2
     if num_pairs > most:
         raise ValueError(f"{C} classes have only {most} pairs, {num_pairs} asked for")
-    S = np.nan_to_num((M + M.T) / 2, nan=-np.inf)
+    S = (M + M.T) / 2
     i, j = np.triu_indices(C, 1)
+    ok = np.isfinite(S[i, j])            # a class without images (a NaN row) pairs with none
+    if num_pairs > int(ok.sum()):
+        raise ValueError(f"only {int(ok.sum())} class pairs have a finite confusion, {num_pairs} asked for")
+    i, j = i[ok], j[ok]
     order = np.lexsort((j, i, -S[i, j]))[:num_pairs]     # most similar; ties by class number
     return [(int(i[o]), int(j[o]), float(S[i[o], j[o]])) for o in order]

@@ -104,16 +104,16 @@ def _bank_confusion(path: str, meta: dict, C: int) -> np.ndarray:
 def _check_memory(n: int, res: int, channels: int) -> None:
     """The export is held in memory until it is written: refuse one that cannot fit, before
     any image is generated, rather than be killed near the end."""
-    need = n * res * res * channels
+    need = 2 * n * res * res * channels      # the per-class arrays, then their concatenation
     try:
         with open("/proc/meminfo") as f:
             avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration):
         return
     if need > 0.8 * avail:
-        raise ValueError(f"{n} images of {res}x{res}x{channels} need {need / 2**30:.1f} GiB in memory "
-                         f"and {avail / 2**30:.1f} GiB is available: export in parts with --total "
-                         "(and different --seed values) or --count")
+        raise ValueError(f"{n} images of {res}x{res}x{channels} need about {need / 2**30:.1f} GiB of "
+                         f"memory while they are written, and {avail / 2**30:.1f} GiB is available: "
+                         "run on a machine with more memory, or ask for fewer images (--count N)")
 
 
 def run(args) -> int:
@@ -123,15 +123,18 @@ def run(args) -> int:
                       seed=args.seed, batch_size=args.batch_size, min_confidence=args.min_confidence,
                       max_tries=args.max_tries, allow_shortfall=args.allow_shortfall, mix=args.mix,
                       mix_pairs=args.mix_pairs, mix_lambda=args.mix_lambda, progress=not args.quiet)
-    if args.total is not None and args.count != "majority":
-        raise ValueError("give --count or --total, not both")
     cfg.check()
     if (args.min_confidence is None) != (args.classifier is None):
         raise ValueError("filtering needs both --classifier and --min-confidence")
+    if args.min_confidence is None and (args.max_tries != SynthConfig.max_tries or args.allow_shortfall):
+        raise ValueError("--max-tries and --allow-shortfall apply to filtering: give --classifier "
+                         "and --min-confidence too")
     if args.mix and not args.mix_bank:
         raise ValueError("--mix needs --mix-bank (the training set's bank.npz) to pick class pairs")
-    if args.mix_bank and not args.mix:
-        raise ValueError("--mix-bank is only used with --mix N (how many inter-class images)")
+    if not args.mix and (args.mix_bank or args.mix_pairs is not None
+                         or tuple(args.mix_lambda) != SynthConfig.mix_lambda):
+        raise ValueError("--mix-bank, --mix-pairs and --mix-lambda apply to inter-class images: "
+                         "give --mix N (how many) too")
     out = args.out
     refuse_overwrite(out, OUTPUTS, args.overwrite)
     writable_dir(out)
@@ -149,8 +152,12 @@ def run(args) -> int:
     channels = int(G.config.get("out_channels", 3))
     _check_memory(int(topup_counts(real, cfg.count, total=cfg.total).sum()) + cfg.mix,
                   int(G.config["resolution"]), channels)
+    padded = trained_on_padded(meta)
     scorer = (ClassifierScorer(args.classifier, num_classes=C, channels=channels, device=device,
-                               crop=trained_on_padded(meta)) if args.classifier else None)
+                               crop=padded) if args.classifier else None)
+    if scorer is not None and scorer.meta.get("fingerprint") != fp:
+        print(f"sgan-fast synthesize: note: the classifier {args.classifier} was trained on other "
+              "data than the generator; it filters as it is", file=sys.stderr)
     confusion = _bank_confusion(args.mix_bank, meta, C) if args.mix else None
     mode = (f"{args.total} in all, rarest classes first" if args.total is not None
             else f"every class topped up to {'the largest class' if args.count == 'majority' else args.count}")
@@ -160,7 +167,8 @@ def run(args) -> int:
     manifest = manifest_for(result, checkpoint=args.checkpoint, meta=meta, cfg=cfg,
                             ema=not args.no_ema, fmt=args.format, class_names=names,
                             channels=channels, resolution=int(G.config["resolution"]), mode=mode,
-                            classifier=args.classifier, bank=args.mix_bank)
+                            classifier=args.classifier, bank=args.mix_bank, device=device.type,
+                            padded=padded)
     written = write_export(out, result, fmt=args.format, class_names=names, manifest=manifest,
                            progress=not args.quiet)
     short = [r for r in result.per_class if r["written"] < r["requested"]]

@@ -55,20 +55,25 @@ class SynthConfig:
         if self.total is not None and self.count != "majority":
             raise ValueError("give either a per-class count or a total, not both")
         topup_counts([0], self.count, total=self.total)   # checks count / total
-        if self.truncation is not None and not self.truncation > 0:
-            raise ValueError(f"truncation must be > 0, got {self.truncation}")
+        if self.truncation is not None and not 0 < self.truncation < math.inf:
+            raise ValueError(f"truncation must be a finite number > 0, got {self.truncation}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
             raise ValueError(f"min_confidence must lie in [0, 1], got {self.min_confidence}")
-        if not self.max_tries >= 1:
-            raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
+        if not 1 <= self.max_tries < math.inf:
+            raise ValueError(f"max_tries must be a finite number >= 1, got {self.max_tries}")
         if isinstance(self.mix, bool) or not isinstance(self.mix, int) or self.mix < 0:
             raise ValueError(f"mix (inter-class images) must be an integer >= 0, got {self.mix!r}")
         if self.mix_pairs is not None and (isinstance(self.mix_pairs, bool) or
                                            not isinstance(self.mix_pairs, int) or self.mix_pairs < 1):
             raise ValueError(f"mix_pairs must be a positive integer, got {self.mix_pairs!r}")
-        lo, hi = self.mix_lambda
+        try:
+            lo, hi = (float(v) for v in self.mix_lambda)
+        except (TypeError, ValueError):
+            raise ValueError(f"mix_lambda must be a pair (lo, hi), got {self.mix_lambda!r}") from None
         if not 0 <= lo <= hi <= 1:
             raise ValueError(f"mix_lambda must be a range lo <= hi inside [0, 1], got {self.mix_lambda}")
 
@@ -161,6 +166,7 @@ def synthesize(G, real_counts: Sequence[int], cfg: Optional[SynthConfig] = None,
         raise ValueError("inter-class images need the classifier's confusion (confusion=) to pick "
                          "the class pairs")
     want = topup_counts(real, cfg.count, total=cfg.total)
+    chosen = _choose_pairs(cfg, confusion, C)     # before any image: a bad setting fails now
     gen = torch.Generator().manual_seed(int(cfg.seed))
     draw = lambda labels: generate(G, labels, generator=gen, batch_size=cfg.batch_size,  # noqa: E731
                                    truncation=cfg.truncation)
@@ -197,34 +203,45 @@ def synthesize(G, real_counts: Sequence[int], cfg: Optional[SynthConfig] = None,
             row.update(generated=generated,
                        rejection_rate=(1 - accepted / generated) if generated else None,
                        mean_confidence=conf_sum / generated if generated else None)
+            if len(x) < need and not cfg.allow_shortfall:     # stop at the first short class
+                raise ValueError(
+                    f"class {c} ({names[c]}) could not be filled at min_confidence "
+                    f"{cfg.min_confidence}: {len(x)}/{need} after {generated} tries, rejection rate "
+                    f"{100 * row['rejection_rate']:.0f}%. Lower min_confidence, raise max_tries "
+                    f"(now {cfg.max_tries:g}) or pass allow_shortfall to write short classes")
         per_class.append(row)
-    short = [r for r in per_class if r["written"] < r["requested"]]
-    if short and not cfg.allow_shortfall:
-        shown = "; ".join(f"class {r['cls']} ({r['name']}): {r['written']}/{r['requested']} after "
-                          f"{r['generated']} tries, rejection rate {100 * r['rejection_rate']:.0f}%"
-                          for r in short[:3])
-        raise ValueError(f"{len(short)} class(es) could not be filled at min_confidence "
-                         f"{cfg.min_confidence}: {shown}. Lower min_confidence, raise max_tries "
-                         f"(now {cfg.max_tries:g}) or pass allow_shortfall to write them short")
     H = W = int(G.config["resolution"])
     ch = int(G.config.get("out_channels", 3))
     empty = np.zeros((0, H, W, ch), dtype=np.uint8)
-    mixed, pairs = _inter_class(draw, cfg, confusion, C, empty, lambda n: bar.update(done + n))
+    mixed, pairs = _inter_class(draw, cfg, chosen, C, empty, lambda n: bar.update(done + n))
     return SynthResult(np.concatenate(images) if images else empty,
                        np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
                        per_class, *mixed, pairs)
 
 
-def _inter_class(draw, cfg: SynthConfig, confusion, C: int, empty: np.ndarray, progress) -> tuple:
+def _choose_pairs(cfg: SynthConfig, confusion, C: int) -> list:
+    """The class pairs of the inter-class images (empty without mix): the most confused,
+    among classes that both have a row in the confusion matrix."""
+    if not cfg.mix:
+        return []
+    M = np.asarray(confusion, dtype=np.float64)
+    if M.shape != (C, C):
+        raise ValueError(f"the confusion matrix is {M.shape}, the generator has {C} classes")
+    rows = np.isfinite(M).all(1)
+    usable = int(rows.sum()) * (int(rows.sum()) - 1) // 2
+    k = cfg.mix_pairs if cfg.mix_pairs is not None else min(C, usable)
+    if k > usable:
+        raise ValueError(f"{k} class pairs asked for, but only {usable} pairs of classes have "
+                         "probabilities in the bank" + ("" if rows.all() else
+                                                        f" (classes {np.flatnonzero(~rows).tolist()} have none)"))
+    return similar_pairs(M, k)
+
+
+def _inter_class(draw, cfg: SynthConfig, chosen: list, C: int, empty: np.ndarray, progress) -> tuple:
     """((images, targets, pairs, lambdas), pair table) of the inter-class images."""
     none = (empty, np.zeros((0, C), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     if not cfg.mix:
         return none, []
-    M = np.asarray(confusion, dtype=np.float64)
-    if M.shape != (C, C):
-        raise ValueError(f"the confusion matrix is {M.shape}, the generator has {C} classes")
-    k = cfg.mix_pairs if cfg.mix_pairs is not None else min(C, C * (C - 1) // 2)
-    chosen = similar_pairs(M, k)
     per_pair = np.full(len(chosen), cfg.mix // len(chosen), dtype=np.int64)
     per_pair[:cfg.mix % len(chosen)] += 1           # the remainder to the most similar pairs
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 0x1A7E]))

@@ -117,11 +117,13 @@ def brute_confusion(P, y, C):
 
 
 def brute_pairs(M, k):
-    """All unordered pairs by symmetric confusion, most first (NaN counts as least), ties by (i, j)."""
+    """The unordered pairs by symmetric confusion, most first, ties by (i, j); a pair with a
+    class that has no row (NaN) is never chosen."""
     C = len(M)
     scored = []
     for i, j in itertools.combinations(range(C), 2):
         s = (M[i][j] + M[j][i]) / 2
-        scored.append((-np.inf if np.isnan(s) else s, i, j))
+        if not np.isnan(s):
+            scored.append((s, i, j))
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
     return [(i, j, s) for s, i, j in scored[:k]]

@@ -110,10 +110,34 @@ def test_downstream_runs_every_arm_resumes_and_grows(files, export, tmp_path, ca
     err = capsys.readouterr().err
     assert "sgan-fast downstream: error:" in err and "lr" in err and "--overwrite" in err
     assert open(os.path.join(out, "runs.json"), "rb").read() == after
+    # a new arm joins the experiment: only its runs are made, the others are kept
+    capsys.readouterr()
+    assert _downstream(files, out, *args, "--arm", f"again={export}") == 0
+    grown = _runs(out)
+    assert grown[:12] == more and sorted((r["arm"], r["seed"]) for r in grown[12:]) == [
+        ("again", s) for s in range(4)]
+    # same data as arm "synth", same seeds: the same results
+    assert _strip([r for r in grown if r["arm"] == "again"]) == [
+        dict(r, arm="again") for r in _strip([r for r in grown if r["arm"] == "synth"])]
+    # an existing arm name pointing to other data is refused
+    assert _downstream(files, out, "--arm", f"synth={export}:mixed", "--seeds", 4) == 2
+    assert "arm 'synth'" in capsys.readouterr().err
     # --overwrite starts afresh; seed 0 gives the same results as the first time
     assert _downstream(files, out, *args[:-1], 1, "--overwrite") == 0
     fresh = _runs(out)
     assert _strip(fresh) == _strip([r for r in rows if r["seed"] == 0])
+
+
+def test_downstream_never_writes_over_another_commands_files(files, export, tmp_path, capsys):
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    (out / "report.md").write_text("an eval report")
+    capsys.readouterr()
+    assert _downstream(files, out, "--arm", f"s={export}", "--seeds", 1) == 2
+    err = capsys.readouterr().err
+    assert "report.md" in err and "--overwrite" in err
+    assert (out / "report.md").read_text() == "an eval report"
+    assert not (out / "runs.json").exists() and not (out / "settings.json").exists()
 
 
 def test_downstream_bad_input(files, export, tmp_path, capsys):

@@ -99,12 +99,17 @@ def test_soft_confusion_and_pairs_against_brute_force(C, N, rnd):
     assert M.shape == (C, C)
     assert np.array_equal(np.isnan(M), np.isnan(ref))           # absent classes: NaN rows
     assert np.allclose(M[~np.isnan(M)], ref[~np.isnan(ref)], atol=1e-12)
-    for k in range(1, C * (C - 1) // 2 + 1):
+    present = int((~np.isnan(ref).any(1)).sum())
+    usable = present * (present - 1) // 2           # pairs of classes that both have images
+    for k in range(1, usable + 1):
         got = similar_pairs(M, k)
         want = brute_pairs(ref, k)
         assert [(i, j) for i, j, _ in got] == [(i, j) for i, j, _ in want]
         assert np.allclose([s for *_, s in got], [s for *_, s in want], atol=1e-12)
         assert all(i < j for i, j, _ in got)
+    if usable < C * (C - 1) // 2:
+        with pytest.raises(ValueError, match="finite confusion"):
+            similar_pairs(M, usable + 1)
 
 
 def test_similar_pairs_ties_by_class_number_and_errors():

@@ -91,7 +91,7 @@ def test_inter_class_images_carry_their_class_vector(generator, tmp_path):
     out = str(tmp_path / "x")
     man = manifest_for(res, checkpoint="ckpt", meta=dict(step=1, data={}), cfg=cfg, ema=True, fmt="npz",
                        class_names=NAMES, channels=1, resolution=32, mode="test", classifier=None,
-                       bank="bank.npz")
+                       bank="bank.npz", device="cpu", padded=True)
     os.makedirs(out)
     write_export(out, res, fmt="npz", class_names=NAMES, manifest=man, progress=False)
     with np.load(os.path.join(out, "mixed.npz")) as z:
@@ -132,10 +132,17 @@ def test_a_class_that_cannot_be_filled(generator, tmp_path):
     G, _ = generator
     rec = Recorder(G)
     thr = _threshold(G)
-    cfg = SynthConfig(count="majority", min_confidence=0.5, max_tries=1.5, batch_size=8, seed=3,
+    cfg = SynthConfig(count="majority", min_confidence=0.5, max_tries=10.0, batch_size=8, seed=3,
                       progress=False)
     with pytest.raises(ValueError, match=r"class 2 \(c\)"):
         synthesize(rec, REAL, cfg, class_names=NAMES, scorer=MeanScorer(rec, thr, refuse={2}))
+    # the first class left short stops the run: nothing is drawn after it
+    cfg.max_tries = 1.5
+    rec = Recorder(G)
+    scorer = MeanScorer(rec, thr, refuse={1, 2})
+    with pytest.raises(ValueError, match=r"class 1 \(b\)"):
+        synthesize(rec, REAL, cfg, class_names=NAMES, scorer=scorer)
+    assert scorer.generated[2] == 0
     cfg.allow_shortfall = True
     cfg.max_tries = 10.0
     rec = Recorder(G)
@@ -150,7 +157,7 @@ def test_a_class_that_cannot_be_filled(generator, tmp_path):
     out.mkdir()
     man = manifest_for(res, checkpoint="ckpt", meta=dict(step=1, data={}), cfg=cfg, ema=True,
                        fmt="npz", class_names=NAMES, channels=1, resolution=32, mode="majority",
-                       classifier="clf.pt", bank=None)
+                       classifier="clf.pt", bank=None, device="cpu", padded=True)
     write_export(str(out), res, fmt="npz", class_names=NAMES, manifest=man, progress=False)
     m = read_manifest(str(out))
     assert [r["written"] for r in m["per_class"]][2] == 0 and m["per_class"][2]["requested"] == want[2]

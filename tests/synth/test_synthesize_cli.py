@@ -160,7 +160,8 @@ def test_a_class_left_short(checkpoint, classifier, tmp_path, capsys):
     capsys.readouterr()
     assert synth(checkpoint, out, *args) == 2
     err = capsys.readouterr().err
-    assert "could not be filled" in err and "class 1 (1)" in err and "class 2 (2)" in err
+    # classes are drawn in order and the first one left short stops the run
+    assert "could not be filled" in err and "class 1 (1)" in err and "class 2 (2)" not in err
     assert not (out / "manifest.json").exists()
     assert synth(checkpoint, out, *args, "--allow-shortfall") == 0
     assert "short of their count" in capsys.readouterr().err
@@ -192,7 +193,11 @@ def test_bad_input(checkpoint, classifier, classifier2, tmp_path, capsys):
         (["--classifier", classifier["classifier"]], r"both --classifier and --min-confidence"),
         (["--min-confidence", 0.5], r"both --classifier and --min-confidence"),
         (["--mix", 4], r"--mix needs --mix-bank"),
-        (["--mix-bank", classifier["bank"]], r"only used with --mix"),
+        (["--mix-bank", classifier["bank"]], r"apply to inter-class images"),
+        (["--mix-pairs", 2], r"apply to inter-class images"),
+        (["--max-tries", 3], r"apply to filtering"),
+        (["--truncation", "inf"], r"finite"),
+        (["--seed", -1], r"seed must be an integer >= 0"),
         (["--mix", 4, "--mix-bank", classifier["bank"], "--mix-lambda", "0.9,0.1"], r"mix_lambda"),
         (["--mix", 4, "--mix-bank", classifier["bank"], "--mix-pairs", 4], r"only 3 pairs"),
         (["--min-confidence", 1.5, "--classifier", classifier["classifier"]], r"min_confidence must lie in"),
@@ -235,7 +240,7 @@ def _hand_export(out, labels, class_names, fmt):
                       np.zeros((0, 2), np.int64), np.zeros(0, np.float32), [])
     man = manifest_for(res, checkpoint="ckpt", meta=dict(step=1, data={}), cfg=SynthConfig(), ema=True,
                        fmt=fmt, class_names=class_names, channels=1, resolution=32, mode="test",
-                       classifier=None, bank=None)
+                       classifier=None, bank=None, device="cpu", padded=True)
     os.makedirs(out, exist_ok=True)
     write_export(str(out), res, fmt=fmt, class_names=class_names, manifest=man, progress=False)
     return imgs
@@ -270,3 +275,43 @@ def test_open_export_refuses_a_folder_without_manifest(checkpoint, tmp_path):
         open_export(str(tmp_path / "copy"))
     with pytest.raises(FileNotFoundError):
         open_export(str(tmp_path / "nothing"))
+
+
+def test_a_failed_overwrite_keeps_the_earlier_export(checkpoint, classifier, tmp_path, capsys):
+    """--overwrite replaces an export only once the new one is made: a run that fails while
+    generating (here: a class the filter cannot fill) leaves the earlier export readable."""
+    out = tmp_path / "keep"
+    assert synth(checkpoint, out, "--count", 20, "--seed", 1) == 0
+    before, _, m_before = open_export(str(out), progress=False)
+    capsys.readouterr()
+    assert synth(checkpoint, out, "--overwrite", "--classifier", classifier["classifier"],
+                 "--min-confidence", 1.0, "--max-tries", 1) == 2
+    assert "could not be filled" in capsys.readouterr().err
+    after, _, m_after = open_export(str(out), progress=False)
+    assert m_after == m_before and np.array_equal(after.images, before.images)
+
+
+def test_the_filter_crops_padded_images_back_to_the_classifier_size():
+    """A generator trained on 28-px arrays padded to 32 makes 32-px images; the classifier
+    was trained at 28: the scorer gives it the centre crop (the exact inverse of the
+    padding), and resizes when the generator learned resized images."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(len(x), 3)
+
+    def scorer(crop):
+        s = ClassifierScorer.__new__(ClassifierScorer)
+        s.models, s.meta, s.device, s.crop = [Probe()], dict(resolution=28, channels=1), torch.device("cpu"), crop
+        return s
+
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    p = scorer(True).probs(x)
+    assert torch.allclose(p, torch.full((2, 3), 1 / 3))
+    assert torch.equal(seen[-1], x[:, :, 2:30, 2:30].float() / 127.5 - 1)
+    scorer(False).probs(x)
+    resized = torch.nn.functional.interpolate(x.float() / 127.5 - 1, size=(28, 28), mode="bicubic",
+                                              align_corners=False, antialias=True)
+    assert seen[-1].shape == (2, 1, 28, 28) and torch.allclose(seen[-1], resized)
