@@ -67,6 +67,12 @@ if has synth; then
   done_ "$OUT/synth_softmax/manifest.json" ||
     $SGAN synthesize --checkpoint "$OUT/gan_softmax" "${SYNTH[@]}" \
       --mix 5000 --mix-bank "$OUT/classify/bank.npz" --out "$OUT/synth_softmax"
+  # a lighter top-up: only the classes below 1,000 images, to 1,000
+  for target in onehot softmax; do
+    done_ "$OUT/synth1000_$target/manifest.json" ||
+      $SGAN synthesize --checkpoint "$OUT/gan_$target" "${SYNTH[@]}" --count 1000 \
+        --out "$OUT/synth1000_$target"
+  done
 fi
 if has filter; then
   # how often the classifier recognises each generator's images of the rarest classes
@@ -81,7 +87,8 @@ fi
 if has downstream; then
   $SGAN downstream "${DATA[@]}" "${DOWN[@]}" --balance logit_adjust \
     --arm onehot="$OUT/synth_onehot" --arm softlabel="$OUT/synth_softmax" \
-    --arm softlabel+mixed="$OUT/synth_softmax:mixed" --out "$OUT/downstream"
+    --arm softlabel+mixed="$OUT/synth_softmax:mixed" --arm onehot-to-1000="$OUT/synth1000_onehot" \
+    --arm softlabel-to-1000="$OUT/synth1000_softmax" --out "$OUT/downstream"
 fi
 if has summary; then
   python experiments/gan_quality.py "$OUT/eval_onehot" "$OUT/eval_softmax" \

@@ -199,3 +199,29 @@ def test_trained_on_padded():
     spec = lambda d: dict(data=dict(spec=dict(data=d)))  # noqa: E731
     assert trained_on_padded(spec("x/train.npz")) and trained_on_padded(spec("mnist-5k"))
     assert not trained_on_padded(spec("data/folder")) and not trained_on_padded({})
+
+
+@pytest.mark.gpu
+def test_synthesize_on_the_gpu_gives_the_cpu_images(generator):
+    """Latents come from the CPU generator whatever the device, so a CUDA export draws the
+    same z; in float32 its images equal the CPU ones up to the rounding of a few pixels."""
+    G, _ = generator
+    cfg = SynthConfig(count=30, mix=4, mix_pairs=1, seed=5, progress=False)
+    conf = np.array([[.8, .15, .05], [.1, .7, .2], [.05, .3, .65]])
+    cpu = synthesize(G, REAL, cfg, confusion=conf)
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False   # float32 arithmetic
+    try:
+        gpu = synthesize(_on_cuda(G), REAL, cfg, confusion=conf)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    assert np.array_equal(cpu.labels, gpu.labels) and np.array_equal(cpu.mixed_targets, gpu.mixed_targets)
+    diff = np.abs(cpu.images.astype(int) - gpu.images.astype(int))
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+
+
+def _on_cuda(G):
+    from sgan_fast.models import Generator
+    H = Generator(**G.config)
+    H.load_state_dict(G.state_dict())
+    return H.cuda().eval()

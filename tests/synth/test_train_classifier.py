@@ -87,3 +87,21 @@ def test_bad_steps(data, steps):
 def test_soft_targets_of_the_wrong_shape(data, shape):
     with pytest.raises(ValueError, match=r"targets must be \[N=48, C=3\]"):
         _train(data, targets=np.full(shape, 1 / 3, dtype=np.float32), steps=1)
+
+
+@pytest.mark.gpu
+def test_soft_targets_on_the_gpu_match_the_cpu():
+    """Soft-target training on CUDA (targets and indices moved to the device, bf16 autocast
+    off for a like-for-like comparison) follows the CPU run: same losses up to float noise."""
+    ds = tiny_dataset()
+    y = ds.labels.astype(np.int64)
+    rng = np.random.default_rng(0)
+    t = rng.dirichlet(np.ones(3), size=len(y)).astype(np.float32)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        cfg = ClassifyConfig(**{**CFG, "device": dev, "amp": False, "augment": False, "flip": False})
+        model = train_classifier(_Images(ds.images, torch.device(dev)), y, np.arange(len(y)), 3, 1, 32,
+                                 cfg, seed=0, targets=t, steps=2)
+        out[dev] = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    for k in out["cpu"]:
+        assert torch.allclose(out["cpu"][k], out["cuda"][k], rtol=1e-3, atol=1e-4), k
