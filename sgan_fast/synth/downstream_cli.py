@@ -157,8 +157,9 @@ def run(args) -> int:
                              f"{size[0]}) so that real and synthetic images match")
         train, test = pad_to(train, size), pad_to(test, size)
     c = cfg.classify
+    arch = c.arch if c.arch != "auto" else auto_arch(int(min(train.resolution)))   # what runs
     settings = dict(data=vars(data_spec(args)), arms=sources, seed=cfg.seed, budget=cfg.budget,
-                    arch=c.arch if c.arch != "auto" else auto_arch(int(min(train.resolution))), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                    arch=arch, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
                     weight_decay=c.weight_decay, balance=c.balance, tau=c.tau, augment=c.augment,
                     flip=c.flip, amp=c.amp, device_type=device.type,
                     test_images=int(len(test)), train_fingerprint=train.fingerprint().to_json())

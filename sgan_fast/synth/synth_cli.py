@@ -144,7 +144,8 @@ def run(args) -> int:
     data = meta.get("data") or {}
     fp = data.get("fingerprint")
     if not fp:
-        raise ValueError(f"{args.checkpoint} records no training-set class counts; pass --count N")
+        raise ValueError(f"{args.checkpoint} records no training-set class counts: is it a "
+                         "`sgan-fast train` checkpoint?")
     real = [int(c) for c in fp["class_counts"]]
     if len(real) != C:
         raise ValueError(f"{args.checkpoint}: {len(real)} class counts for a {C}-class generator")
