@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from sgan_fast.synth.downstream import class_thirds
+
 
 def _mean(rows, key):
     v = [r[key] for r in rows if r.get(key) is not None]
@@ -25,8 +27,7 @@ def table(reports: list, names: list) -> str:
     per = reports[0]["per_class"]
     counts = np.array([r["train_images"] for r in per])
     order = np.argsort(counts, kind="stable")
-    third = max(1, len(counts) // 3)
-    rare, common = set(order[:third].tolist()), set(order[-third:].tolist())
+    rare, common = (set(g) for g in class_thirds(counts))
     cls_names = [r["name"] for r in per]
     lines = [f"Features: {reports[0]['backend']}. Rare third: "
              f"{', '.join(cls_names[c] for c in sorted(rare))}; common third: "

@@ -168,6 +168,14 @@ def _spread(v: list) -> dict:
                 min=float(a.min()), max=float(a.max()), n=int(len(a)))
 
 
+def class_thirds(class_counts) -> tuple:
+    """(rare, common): the sorted class numbers of the third of the classes with the fewest
+    training images and of the third with the most (ties by class number)."""
+    order = np.argsort(np.asarray(class_counts), kind="stable")
+    third = max(1, len(order) // 3)
+    return sorted(order[:third].tolist()), sorted(order[-third:].tolist())
+
+
 def summarize(rows: list, arm_names: list, class_counts, class_names=None, baseline: str = "real") -> dict:
     """Mean and spread over seeds of every arm: balanced accuracy, accuracy, per-class
     accuracy, the rarest and the most common third of the classes (by training images), and
@@ -175,9 +183,7 @@ def summarize(rows: list, arm_names: list, class_counts, class_names=None, basel
     counts = np.asarray(class_counts, dtype=np.int64)
     C = len(counts)
     names = list(class_names) if class_names is not None else [str(c) for c in range(C)]
-    order = np.argsort(counts, kind="stable")
-    third = max(1, C // 3)
-    rare, common = sorted(order[:third].tolist()), sorted(order[-third:].tolist())
+    rare, common = class_thirds(counts)
     by = {a: sorted((r for r in rows if r["arm"] == a), key=lambda r: r["seed"]) for a in arm_names}
     base = {r["seed"]: r for r in by.get(baseline, [])}
 
