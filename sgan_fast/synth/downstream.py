@@ -120,9 +120,10 @@ def run_one(real: ArrayDataset, test: ArrayDataset, arm: Arm, seed: int, cfg: Do
     c = cfg.classify
     C = real.num_classes
     images, labels, targets = _training_set(real, arm)
-    steps = None
-    if cfg.budget == "steps":
-        steps = c.epochs * max(1, len(real) // c.batch_size)
+    # epochs of the real set (budget "steps") or of this arm's own set, at BatchSampler's
+    # steps_per_epoch = max(1, N // B)
+    per_epoch_of = len(real) if cfg.budget == "steps" else len(labels)
+    steps = c.epochs * max(1, per_epoch_of // c.batch_size)
     start = time.perf_counter()
     model = train_classifier(_Images(images, device), labels, np.arange(len(labels)), C,
                              real.channels, int(min(real.resolution)), c, seed=seed,
@@ -134,7 +135,7 @@ def run_one(real: ArrayDataset, test: ArrayDataset, arm: Arm, seed: int, cfg: Do
     acc = _per_class_accuracy(pred, t_y, C)
     return dict(arm=arm.name, seed=int(seed), balanced_accuracy=_balanced(acc),
                 accuracy=float((pred == t_y).mean()), train_images=int(len(labels)),
-                steps=int(steps if steps is not None else c.epochs * max(1, len(labels) // c.batch_size)),
+                steps=int(steps),
                 seconds=round(time.perf_counter() - start, 1),
                 per_class=[None if np.isnan(a) else float(a) for a in acc])
 
