@@ -52,9 +52,7 @@ class SynthConfig:
     progress: bool = True
 
     def check(self) -> None:
-        if self.total is not None and self.count != "majority":
-            raise ValueError("give either a per-class count or a total, not both")
-        topup_counts([0], self.count, total=self.total)   # checks count / total
+        topup_counts([0], self.count, total=self.total)   # checks count / total (and not both)
         if self.truncation is not None and not 0 < self.truncation < math.inf:
             raise ValueError(f"truncation must be a finite number > 0, got {self.truncation}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
