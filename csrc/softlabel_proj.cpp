@@ -159,6 +159,9 @@ struct Labels {
   }
 };
 
+// Below this many multiply-adds (B * C * F) the dense CPU kernels skip BLAS.
+inline bool is_small(int64_t B, int64_t C, int64_t F) { return B * C * F <= (int64_t{1} << 15); }
+
 // t as a contiguous tensor of the accumulation type A (float or double).
 template <typename A>
 Tensor widen(const Tensor& t) {
@@ -193,9 +196,11 @@ void fwd_cpu_kernel(const Tensor& h, const Labels<T>& lab, const Tensor& E, cons
   A* rp = raw.data_ptr<A>();
   // Dense labels: the class scores h E^T [B, C] in A from one BLAS product (half inputs are
   // widened first, so every product is exact and every sum is in A, as in the loops).
+  // Small problems compute the scores in the loop below: a BLAS call and its buffers cost
+  // more host time than the arithmetic.
   Tensor scores;
-  if (lab.dense) scores = at::mm(widen<A>(h), widen<A>(E).t());
-  const A* scp = lab.dense ? scores.data_ptr<A>() : nullptr;
+  if (lab.dense && !is_small(B, C, F)) scores = at::mm(widen<A>(h), widen<A>(E).t());
+  const A* scp = scores.defined() ? scores.data_ptr<A>() : nullptr;
   at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
       const T* hb = hp + b * F;
@@ -203,7 +208,9 @@ void fwd_cpu_kernel(const Tensor& h, const Labels<T>& lab, const Tensor& E, cons
       A S = 0;
       if (lab.dense) {
         const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
-        for (int64_t c = 0; c < C; ++c) S += lab.template q<A>(r, y, c, C) * scp[b * C + c];
+        for (int64_t c = 0; c < C; ++c)
+          S += lab.template q<A>(r, y, c, C) *
+               (scp ? scp[b * C + c] : dot<T, A>(Ep + c * F, hb, F));
       } else {
         lab.template for_entries<A>(b, C, [&](int64_t c, A v) { S += v * dot<T, A>(Ep + c * F, hb, F); });
       }
@@ -257,6 +264,38 @@ void bwd_cpu_kernel(const Tensor& g, const Tensor& h, const Labels<T>& lab, cons
                    grad_w.data_ptr<T>(), grad_bias.data_ptr<T>(), dsE, dsw);
   T* ghp = grad_h.data_ptr<T>();
   T* gEp = grad_E.data_ptr<T>();
+  if (lab.dense && is_small(B, C, F)) {
+    // The same sums as below in plain loops (a small problem: host time dominates).
+    std::vector<A> Qg(static_cast<size_t>(B * C));
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = lab.src.row(b), y = lab.src.label(b, C);
+      const A gE = static_cast<A>(gp[b]) / sp[0];
+      for (int64_t c = 0; c < C; ++c) Qg[b * C + c] = lab.template q<A>(r, y, c, C) * gE;
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      const A gw = static_cast<A>(gp[b]) / sp[1];
+      for (int64_t f = 0; f < F; ++f) {
+        A acc = 0;
+        for (int64_t c = 0; c < C; ++c) acc += Qg[b * C + c] * static_cast<A>(Ep[c * F + f]);
+        ghp[b * F + f] = add_rounded<T, A>(gw * static_cast<A>(wp[f]), acc);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t f = 0; f < F; ++f) {
+        A acc = 0;
+        for (int64_t b = 0; b < B; ++b) acc += Qg[b * C + c] * static_cast<A>(hp[b * F + f]);
+        gEp[c * F + f] = add_rounded<T, A>(acc, dsE * uE[c] * vE[f]);
+      }
+    if (grad_P) {
+      T* gPp = grad_P->data_ptr<T>();
+      for (int64_t b = 0; b < B; ++b) {
+        const A gE = static_cast<A>(gp[b]) / sp[0];
+        for (int64_t c = 0; c < C; ++c)
+          gPp[b * C + c] = static_cast<T>(gE * dot<T, A>(hp + b * F, Ep + c * F, F));
+      }
+    }
+    return;
+  }
   if (lab.dense) {
     // Qg = q g / s_E [B, C] in A; grad_h's label part Qg E and grad_E's Qg^T h are BLAS
     // products in A (half inputs widened first).

@@ -83,23 +83,27 @@ class FusedSpectralNorm:
             W = layer.weight()
             key = (layer.semantics, layer.num_iters, layer.eps, W.device, W.dtype,
                    layer.module.training)
-            groups.setdefault(key, []).append((layer, W))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [])
+            group[0].append(layer)
+            group[1].append(W)
         out = {}
-        for (semantics, num_iters, eps, _, _, training), members in groups.items():
-            layers = [m[0] for m in members]
-            weights = [m[1] for m in members]
+        for (semantics, num_iters, eps, _, _, training), (layers, weights) in groups.items():
             vs = None if semantics == "biggan" else [layer.v() for layer in layers]
+            with_sv = [layer for layer in layers if layer.sv is not None]
+            all_sv = len(with_sv) == len(layers)
             normed, s = spectral_norm_grouped(
                 weights, [layer.u() for layer in layers], vs, semantics=semantics,
                 num_iters=num_iters, eps=eps, training=training,
                 transposed=[layer.transposed for layer in layers], impl=self.impl,
-                check=self.check, return_scales=True)
-            if training:
+                check=self.check, return_scales=True,
+                svs=[layer.sv() for layer in layers] if (training and all_sv) else None)
+            if training and with_sv and not all_sv:
                 svs = [(layer.sv(), i) for i, layer in enumerate(layers) if layer.sv is not None]
-                if svs:
-                    with torch.no_grad():
-                        torch._foreach_copy_([b.view(-1) for b, _ in svs],
-                                             [s[i:i + 1].to(b.dtype) for b, i in svs])
+                with torch.no_grad():
+                    torch._foreach_copy_([b.view(-1) for b, _ in svs],
+                                         [s[i:i + 1].to(b.dtype) for b, i in svs])
             for layer, w in zip(layers, normed):
                 out[id(layer.module)] = w
         return out

@@ -6,8 +6,15 @@ import torch
 from torch import nn
 
 from ..labels.bank import SoftLabelBank
-from ..ops.softlabel_proj import softlabel_proj
+from .. import _ext
+from ..ops import _dispatch
+from ..ops.softlabel_proj import _public_op_args, softlabel_proj
 from .spectral_norm import SNLinear
+
+
+# The whole head (power iteration of both SN layers, their buffers, the projection) as one C++
+# op with its autograd (csrc/softlabel_proj_autograd.cpp).
+_PROJ_SN = torch.ops.sgan_fast.softlabel_proj_sn.default if _ext.C is not None else None
 
 
 class SoftLabelProjectionHead(nn.Module):
@@ -46,6 +53,21 @@ class SoftLabelProjectionHead(nn.Module):
         if isinstance(labels, tuple) and len(labels) == 3 and isinstance(labels[0], SoftLabelBank):
             bank, indices, target = labels
             labels = bank.labels(indices, target)
+        if _PROJ_SN is not None and self._fused(h):
+            call = _public_op_args(h, labels, self.num_classes, self.check)
+            if call is not None:
+                # Both layers' power iteration, the update of u0 and sv0, and the projection
+                # with autograd: one C++ call (csrc/softlabel_proj_autograd.cpp). The tensors
+                # are read from the modules' dicts: nn.Module.__getattr__ costs more.
+                lab, val, sel, cls, form, mode, alpha, beta, gamma = call
+                modules = self._modules
+                embed, linear = modules["embed"], modules["linear"]
+                ep, eb = embed._parameters, embed._buffers
+                lp, lb = linear._parameters, linear._buffers
+                return _PROJ_SN(h, lab, val, ep["weight"], eb["u0"], eb["sv0"], lp["weight"],
+                                lp["bias"], lb["u0"], lb["sv0"], sel, cls, form, mode, alpha,
+                                beta, gamma, embed.num_itrs, embed.eps, self.training,
+                                self.check)
         # embed.weight is [F, C]: its left vector has F entries, its right vector C, so
         # E = weight^T [C, F] has u_E = right vector and v_E = left vector.
         u_embed, v_embed = self.embed.power_iteration()
@@ -58,6 +80,20 @@ class SoftLabelProjectionHead(nn.Module):
                 self.embed.sv0.copy_(s[0:1])
                 self.linear.sv0.copy_(s[1:2])
         return out
+
+    def _fused(self, h) -> bool:
+        """Whether the head can be the one C++ call: eager (a compiled model traces the
+        per-layer loop and the projection's backend ops), one singular value and the same
+        settings in both layers, and the C++ kernels chosen for h (the power iteration then
+        runs in the same extension)."""
+        modules = self._modules
+        embed, linear = modules["embed"], modules["linear"]
+        if (self.impl == "ref" or not isinstance(h, torch.Tensor) or torch.compiler.is_compiling()
+                or embed.num_svs != 1 or linear.num_svs != 1 or embed.num_itrs != linear.num_itrs
+                or embed.eps != linear.eps
+                or embed._parameters["weight"].dtype != linear._parameters["weight"].dtype):
+            return False
+        return _dispatch.resolve("softlabel_proj", self.impl, h.device, h.dtype) in ("cpu", "cuda")
 
     def extra_repr(self) -> str:
         return f"num_features={self.num_features}, num_classes={self.num_classes}, impl={self.impl!r}"

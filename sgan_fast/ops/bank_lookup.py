@@ -159,7 +159,10 @@ def check_indices(plan: TargetPlan, indices, *, check: bool = True) -> Tensor:
     if indices.device != plan.device:
         raise ValueError(f"indices are on {indices.device} but the soft-label bank is on "
                          f"{plan.device}; move one of them (bank.to(device))")
-    indices = indices.long().contiguous()
+    if indices.dtype != torch.int64:
+        indices = indices.long()
+    if not indices.is_contiguous():
+        indices = indices.contiguous()
     if check and not torch.compiler.is_compiling():
         N = plan.num_rows
         bad = (indices < 0) | (indices >= N)

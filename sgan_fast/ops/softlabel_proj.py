@@ -345,6 +345,50 @@ _TRITON_OPS = {"dense": torch.ops.sgan_fast.softlabel_proj_fwd_dense_triton,
                "topk": torch.ops.sgan_fast.softlabel_proj_fwd_topk_triton}
 
 
+# The public C++ op (csrc/softlabel_proj_autograd.cpp): checks, casts and autograd in C++, so an
+# eager call is one dispatcher call per direction. Used outside torch.compile; a compiled model
+# traces the backend ops below instead (their fake kernels and autograd are registered above).
+_PUBLIC_OP = torch.ops.sgan_fast.softlabel_proj.default if _ext.C is not None else None
+_FORM = {"dense": 0, "topk": 1, "hard": 2}
+_NO_INDEX: dict = {}  # device -> an empty int64 tensor (the unused bank-source arguments)
+
+
+def _no_index(device: torch.device) -> Tensor:
+    t = _NO_INDEX.get(device)
+    if t is None:
+        t = _NO_INDEX[device] = torch.empty(0, dtype=torch.int64, device=device)
+    return t
+
+
+def _public_op_args(h: Tensor, labels, num_classes: int, check: bool):
+    """(labels, values, sel, cls, form, mode, alpha, beta, gamma) for the public op, or None
+    when `labels` is of no form it takes (the Python validation then names the problem)."""
+    if isinstance(labels, Tensor):
+        empty = _no_index(h.device)
+        form = 0 if labels.is_floating_point() else 2
+        return labels, empty, empty, empty, form, 0, 1.0, 0.0, 0.0
+    if isinstance(labels, BankLabels):
+        plan = labels.plan
+        if plan.num_classes != num_classes or plan.device != h.device:
+            return None
+        sel = labels.indices
+        if not isinstance(sel, Tensor) or sel.dim() != 1 or sel.shape[0] != h.shape[0]:
+            return None
+        sel = check_indices(plan, sel, check=check)
+        tabs = plan.tables(h.dtype)
+        if plan.form == "dense":
+            return (tabs[0], _no_index(h.device), sel, plan.classes, 0, plan.mode,
+                    float(plan.alpha), float(plan.beta), float(plan.gamma))
+        return (tabs[0], tabs[1], sel, plan.classes, 1, plan.mode, float(plan.alpha),
+                float(plan.beta), 0.0)
+    if isinstance(labels, (tuple, list)) and len(labels) == 2:
+        idx, val = labels
+        if isinstance(idx, Tensor) and isinstance(val, Tensor):
+            empty = _no_index(h.device)
+            return idx, val, empty, empty, 1, 0, 1.0, 0.0, 0.0
+    return None
+
+
 def _plain_src(h: Tensor):
     """Label-source arguments of the plain op (mode 0: batch row b reads label row b)."""
     empty = h.new_empty(0, dtype=torch.int64)
@@ -386,6 +430,16 @@ def softlabel_proj(h: Tensor, labels: Labels, E: Tensor, w: Tensor, bias: Option
     The computation dtype is h's dtype (other floating inputs are cast to it, with
     autograd); sums accumulate in float32 (float64 for float64). Returns out [B] in h's dtype.
     """
+    if _PUBLIC_OP is not None and isinstance(h, Tensor) and not torch.compiler.is_compiling():
+        chosen = _dispatch.resolve("softlabel_proj", impl, h.device, h.dtype)
+        if chosen == "cpu" or chosen == "cuda":
+            C = E.shape[0] if isinstance(E, Tensor) and E.dim() == 2 else -1
+            call = _public_op_args(h, labels, C, check)
+            if call is not None:
+                lab, val, sel, cls, form, mode, alpha, beta, gamma = call
+                out, s = _PUBLIC_OP(h, lab, val, E, w, bias, u_E, v_E, u_w, v_w, sel, cls, form,
+                                    mode, alpha, beta, gamma, check)
+                return (out, s) if return_scales else out
     form_and_labels = _validate(h, labels, E, w, bias, u_E, v_E, u_w, v_w)
     (form, *lab), B, C, F = form_and_labels
     dtype, acc = h.dtype, acc_dtype(h.dtype)

@@ -131,6 +131,12 @@ def spectral_norm_grouped_ref(weights, us, vs=None, *, semantics="biggan", num_i
 
 
 @torch.no_grad()
+def _store_scales(svs: Optional[Sequence[Tensor]], s: Tensor, training: bool) -> None:
+    if svs and training:
+        torch._foreach_copy_([b.view(-1) for b in svs], list(s.split(1)))
+
+
+@torch.no_grad()
 def _store(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
     for d, s in zip(dst, src):
         d.copy_(s.reshape(d.shape))
@@ -405,12 +411,41 @@ def _normalize(mats, vec: SNVectors, transposed, chosen: str) -> list[Tensor]:
     return outs
 
 
+# The public C++ ops (csrc/spectral_norm_autograd.cpp): per-layer checks, flattening, the
+# buffer update and autograd in C++, one dispatcher call for a whole group. Used outside
+# torch.compile; a compiled model traces the backend ops above instead.
+_PUBLIC_OPS = ((torch.ops.sgan_fast.spectral_norm_grouped.default,
+                torch.ops.sgan_fast.spectral_norm_power_iteration_update.default)
+               if _ext.C is not None else None)
+
+
+def _public_op_args(weights, us, vs, svs, semantics, num_iters, eps, training, transposed, impl):
+    """The trailing arguments of the public C++ ops, or None when this call is for the
+    Python path (a reference or Triton implementation, torch.compile tracing, or arguments
+    the Python validation should name)."""
+    if (_PUBLIC_OPS is None or not isinstance(weights, (list, tuple)) or not weights
+            or not isinstance(weights[0], Tensor) or torch.compiler.is_compiling()):
+        return None
+    chosen = _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype)
+    if chosen != "cpu" and chosen != "cuda":
+        return None
+    mode = _MODE.get((semantics, bool(training)))
+    keeps_v = semantics in _KEEPS_V
+    if (mode is None or (keeps_v and (vs is None or len(vs) != len(weights)))
+            or isinstance(num_iters, bool) or int(num_iters) != num_iters or num_iters < 1):
+        return None
+    flags = [] if transposed is None else [1 if t else 0 for t in transposed]
+    return ((vs if keeps_v else []), (svs if (svs is not None and training) else []), flags,
+            int(num_iters), float(eps), mode, bool(training))
+
+
 @_dispatch.outside_autocast
 def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
                           vs: Optional[Sequence[Tensor]] = None, *, semantics: str = "biggan",
                           num_iters: int = 1, eps: float = 1e-12, training: bool = True,
                           transposed: Optional[Sequence[bool]] = None, impl: str = "auto",
-                          check: bool = True, return_scales: bool = False):
+                          check: bool = True, return_scales: bool = False,
+                          svs: Optional[Sequence[Tensor]] = None):
     """Spectrally normalised weights W_l / s_l of a whole group of layers.
 
     Args:
@@ -426,7 +461,18 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
         impl: "auto" | "ref" | "cpu" | "cuda" | "triton".
         check: data-dependent checks (finite inputs, finite non-zero s); one sync each.
         return_scales: also return s [L] (detached, float32; float64 for float64 weights).
+        svs: optional L one-element buffers that receive s_l in training mode (BigGAN's sv0).
+
+    With the "cpu" and "cuda" implementations the whole call (checks, the buffer update, the
+    normalised weights and their autograd) is one C++ op: its host cost hardly grows with L.
     """
+    if svs is not None and len(svs) != len(weights):
+        raise ValueError(f"got {len(weights)} weights but {len(svs)} singular-value buffers")
+    fast = _public_op_args(weights, us, vs, svs, semantics, num_iters, eps, training, transposed,
+                           impl)
+    if fast is not None:
+        outs, s = _PUBLIC_OPS[0](weights, us, *fast[:2], fast[2], *fast[3:], check)
+        return (outs, s) if return_scales else outs
     rows, cols = _validate(weights, us, vs, semantics, num_iters, eps, transposed)
     if _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype) == "ref":
         checking = check and not torch.compiler.is_compiling()
@@ -437,6 +483,7 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
                                             transposed=transposed, return_scales=True)
         if checking:
             _check_scales(s)
+        _store_scales(svs, s, training)
         return (outs, s) if return_scales else outs
     # One contiguous matrix per layer, shared by both steps: a ConvTranspose or channels_last
     # weight is copied once per call.
@@ -445,6 +492,7 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
                            impl, check)
     chosen = _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype)
     outs = _normalize(mats, vec, transposed, chosen)
+    _store_scales(svs, vec.s, training)
     if return_scales:
         return outs, vec.s
     return outs

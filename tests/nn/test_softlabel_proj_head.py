@@ -144,3 +144,64 @@ def test_compile_fullgraph_equals_eager():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         for (name, a), b in zip(compiled_head.named_buffers(), eager.buffers()):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# --- the fused head: one C++ call for both power iterations and the projection -------------
+
+def _labels(kind, B, C, dtype, g):
+    from sgan_fast.labels import SoftLabelBank
+    if kind == "dense":
+        return torch.softmax(torch.randn(B, C, generator=g, dtype=dtype), 1)
+    if kind == "hard":
+        return torch.randint(0, C, (B,), generator=g)
+    if kind == "topk":
+        return (torch.randint(0, C, (B, 2), generator=g),
+                torch.rand(B, 2, generator=g, dtype=dtype))
+    bank = SoftLabelBank(torch.softmax(torch.randn(30, C, generator=g, dtype=dtype), 1),
+                         torch.randint(0, C, (30,), generator=g))
+    return (bank, torch.randint(0, 30, (B,), generator=g), "mix:0.6")
+
+
+@pytest.mark.parametrize("kind", ["dense", "hard", "topk", "bank"])
+def test_fused_head_equals_the_per_layer_path(kind, monkeypatch):
+    """The one-call head (C++ power iteration of both layers, buffer updates, projection) and
+    the per-layer path (Python power iteration, then the op) agree over training steps and in
+    eval mode: outputs, every gradient, u0 and sv0."""
+    torch.manual_seed(3)
+    B, F_, C = 6, 10, 5
+    fused = SoftLabelProjectionHead(F_, C, impl="cpu").double()
+    plain = SoftLabelProjectionHead(F_, C, impl="cpu").double()
+    plain.load_state_dict(fused.state_dict())
+    monkeypatch.setattr(plain, "_fused", lambda h: False)
+    calls = []
+    real = torch.ops.sgan_fast.softlabel_proj_sn.default
+    import sgan_fast.nn.softlabel_proj_head as head_mod
+    monkeypatch.setattr(head_mod, "_PROJ_SN", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    for step in range(4):
+        if step == 3:
+            fused.eval(), plain.eval()
+        h = torch.randn(B, F_, generator=g, dtype=torch.float64)
+        labels = _labels(kind, B, C, torch.float64, g)
+        hf, hp = h.clone().requires_grad_(True), h.clone().requires_grad_(True)
+        of, op = fused(hf, labels), plain(hp, labels)
+        torch.testing.assert_close(of, op, rtol=1e-10, atol=1e-12)
+        grad = torch.randn(B, generator=g, dtype=torch.float64)
+        gf = torch.autograd.grad(of, [hf, *fused.parameters()], grad)
+        gp = torch.autograd.grad(op, [hp, *plain.parameters()], grad)
+        for a, b in zip(gf, gp):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        for (name, a), b in zip(fused.named_buffers(), plain.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+    assert len(calls) == 4, "the fused call was not taken"
+
+
+def test_bad_input_to_the_fused_head_leaves_its_buffers_alone():
+    head = SoftLabelProjectionHead(8, 3, impl="cpu")
+    before = {k: v.clone() for k, v in head.named_buffers()}
+    with pytest.raises(ValueError, match=r"h has shape \(2, 5\)|E has shape"):
+        head(torch.randn(2, 5), torch.rand(2, 3))
+    with pytest.raises(IndexError, match=r"label y at \[1\] is 7, outside \[0, C=3\)"):
+        head(torch.randn(2, 8), torch.tensor([0, 7]))
+    for k, v in head.named_buffers():
+        assert torch.equal(v, before[k]), f"{k} changed by a call that raised"

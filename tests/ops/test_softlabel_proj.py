@@ -356,3 +356,106 @@ def test_non_contiguous_inputs(impl):
     a = softlabel_proj(h, y, E_t, *args, impl=impl)
     b = softlabel_proj_ref(inp["h"], inp["labels"], inp["E"], *args)
     assert _rel_err(a, b, floor=8 ** 0.5) < REL_TOL[torch.float32]
+
+
+# --- the host path: checks in C++, one dispatcher call per direction --------------------------
+
+# BAD cases a value check (check=True, a device sync) catches; the rest are shapes, dtypes and
+# devices, which the C++ entry point checks on every call.
+VALUE_CASES = {"P NaN", "y too big", "y negative", "topk idx big", "v_w NaN", "s_E zero", "s_E inf"}
+
+
+@pytest.mark.skipif(_ext.C is None, reason="needs the compiled extension")
+@pytest.mark.parametrize("name,form,mutate,exc,match",
+                         [b for b in BAD if b[0] not in VALUE_CASES and b[0] != "labels str"],
+                         ids=[b[0] for b in BAD if b[0] not in VALUE_CASES and b[0] != "labels str"])
+def test_cpp_entry_point_names_bad_arguments_without_value_checks(name, form, mutate, exc, match):
+    kw = _good(form)
+    mutate(kw)
+    with pytest.raises(exc, match=match):
+        softlabel_proj(kw["h"], kw["labels"], kw["E"], kw["w"], kw["bias"], kw["u_E"], kw["v_E"],
+                       kw["u_w"], kw["v_w"], impl="cpu", check=False)
+
+
+@pytest.mark.skipif(_ext.C is None, reason="needs the compiled extension")
+@pytest.mark.parametrize("name", sorted(VALUE_CASES - {"s_E zero", "s_E inf", "v_w NaN", "P NaN"}))
+def test_out_of_range_labels_without_checks_are_clamped_not_read_out_of_bounds(name):
+    form, mutate = next((b[1], b[2]) for b in BAD if b[0] == name)
+    kw = _good(form)
+    mutate(kw)
+    out = softlabel_proj(kw["h"], kw["labels"], kw["E"], kw["w"], kw["bias"], kw["u_E"], kw["v_E"],
+                         kw["u_w"], kw["v_w"], impl="cpu", check=False)
+    assert out.shape == (4,) and torch.isfinite(out).all()
+
+
+def _top_level_ops(fn):
+    """Names of the profiler's top-level CPU events of one call (ops not called by another op)."""
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
+    return [e.name for e in prof.events() if e.cpu_parent is None]
+
+
+@pytest.mark.skipif(_ext.C is None, reason="needs the compiled extension")
+@pytest.mark.parametrize("form", FORMS + ("bank",))
+def test_an_eager_call_is_one_dispatcher_call_per_direction(form):
+    from sgan_fast.labels import SoftLabelBank
+    inp = make_inputs(6, 5, 7, 2, "dense" if form == "bank" else form, torch.float32, "cpu", seed=3)
+    leaves = [inp[k].detach().clone().requires_grad_(True) for k in ("h", "E", "w", "bias")]
+    labels = inp["labels"]
+    if form == "bank":
+        bank = SoftLabelBank(torch.softmax(torch.randn(20, 5), 1), torch.randint(0, 5, (20,)))
+        labels = bank.labels(torch.randint(0, 20, (6,)), "mix:0.7")
+    args = (*leaves[:1], labels, *leaves[1:], inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"])
+    holder = {}
+
+    def forward():
+        holder["out"] = softlabel_proj(*args, impl="cpu", check=False)
+
+    forward()  # first calls fill caches (the bank's tables in h's dtype, empty index tensors)
+    holder["out"].backward(inp["grad_out"])
+    assert _top_level_ops(forward) == ["sgan_fast::softlabel_proj"]
+    events = _top_level_ops(lambda: holder["out"].backward(inp["grad_out"]))
+    nodes = [e for e in events if e.startswith("autograd::engine::evaluate_function")
+             and "AccumulateGrad" not in e]
+    assert len(nodes) == 1 and "CppNode" in nodes[0], events
+    ref = softlabel_proj(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args],
+                         impl="ref")
+    torch.testing.assert_close(holder["out"].detach(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(_ext.C is None, reason="needs the compiled extension")
+def test_no_bias_and_a_1xF_linear_weight():
+    """bias=None gets no gradient; w may be [1, F] as an SNLinear(F, 1) stores it, and its
+    gradient keeps that shape."""
+    inp = make_inputs(5, 4, 6, 1, "dense", torch.float64, "cpu", seed=5)
+    for impl in ("ref", "cpu"):
+        h = inp["h"].clone().requires_grad_(True)
+        w = inp["w"].clone().reshape(1, -1).requires_grad_(True)
+        E = inp["E"].clone().requires_grad_(True)
+        w_arg = w if impl == "cpu" else w.reshape(-1)
+        out = softlabel_proj(h, inp["labels"], E, w_arg, None, inp["u_E"], inp["v_E"],
+                             inp["u_w"], inp["v_w"], impl=impl)
+        out.backward(inp["grad_out"])
+        if impl == "ref":
+            want = (out.detach(), h.grad, E.grad, w.grad)
+        else:
+            assert w.grad.shape == (1, 6)
+            for a, b in zip((out.detach(), h.grad, E.grad, w.grad), want):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(_ext.C is None, reason="needs the compiled extension")
+def test_float32_embedding_with_half_features_gets_a_float32_gradient():
+    """The C++ op casts E, w, bias to h's dtype with autograd: their gradients come back in
+    their own dtype, as through the reference's casts."""
+    inp = make_inputs(5, 4, 6, 1, "dense", torch.float32, "cpu", seed=6)
+    h = inp["h"].half().requires_grad_(True)
+    E = inp["E"].clone().requires_grad_(True)
+    out = softlabel_proj(h, inp["labels"].half(), E, inp["w"], inp["bias"], inp["u_E"],
+                         inp["v_E"], inp["u_w"], inp["v_w"], impl="cpu")
+    ref = softlabel_proj(h.detach(), inp["labels"].half(), E.detach(), inp["w"], inp["bias"],
+                         inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"], impl="ref")
+    out.float().sum().backward()
+    assert out.dtype == torch.float16 and E.grad.dtype == torch.float32 and h.grad.dtype == torch.float16
+    assert _rel_err(out, ref, floor=5 ** 0.5) < REL_TOL[torch.float16]

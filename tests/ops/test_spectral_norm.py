@@ -270,3 +270,64 @@ def test_cpp_entry_points_check_their_arguments():
         ops.spectral_norm_normalize_fwd([W], u.double(), torch.randn(3), torch.ones(1))
     with pytest.raises(RuntimeError, match="grad must be"):
         ops.spectral_norm_normalize_bwd(torch.randn(11), [W], u, torch.randn(3), torch.ones(1))
+
+
+# --- the host path: the whole group in one C++ call --------------------------------------------
+
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
+def test_svs_receive_the_scales_in_training_only(impl):
+    specs = [(5, 4, 0, False), (6, 3, 3, False), (1, 7, 0, False)]
+    weights, us, _, _, _ = make_group(specs, "biggan", torch.float32)
+    svs = [torch.zeros(1) for _ in specs]
+    _, s = spectral_norm_grouped(weights, us, impl=impl, return_scales=True, svs=svs)
+    torch.testing.assert_close(torch.cat(svs), s)
+    before = [b.clone() for b in svs]
+    spectral_norm_grouped(weights, us, impl=impl, training=False, svs=svs)
+    assert all(torch.equal(a, b) for a, b in zip(svs, before))
+    with pytest.raises(ValueError, match="3 weights but 2 singular-value buffers"):
+        spectral_norm_grouped(weights, us, impl=impl, svs=svs[:2])
+
+
+def test_fast_path_is_one_call_and_bumps_the_buffers_versions():
+    """An eager call is one dispatcher call whatever the number of layers; the u (and v)
+    buffers it writes are versioned as in-place writes are, so autograd still notices a
+    buffer saved elsewhere and changed by the update."""
+    from torch.profiler import profile
+    specs = [(5, 4, 0, False), (6, 3, 3, True), (1, 7, 0, False), (4, 4, 1, False)]
+    weights, us, vs, tr, grads = make_group(specs, "torch", torch.float32)
+    weights = [W.requires_grad_(True) for W in weights]
+    kw = dict(semantics="torch", transposed=tr, impl="cpu", check=False)
+    spectral_norm_grouped(weights, us, vs, **kw)  # warm
+    versions = [u._version for u in us] + [v._version for v in vs]
+    with profile() as prof:
+        outs = spectral_norm_grouped(weights, us, vs, **kw)
+    top = [e.name for e in prof.events() if e.cpu_parent is None]
+    assert top == ["sgan_fast::spectral_norm_grouped"], top
+    assert all(x._version > v0 for x, v0 in zip(us + vs, versions))
+    with profile() as prof:
+        torch.autograd.backward(outs, grads)
+    nodes = [e.name for e in prof.events() if e.cpu_parent is None
+             and e.name.startswith("autograd::engine::evaluate_function")
+             and "AccumulateGrad" not in e.name and "GraphRoot" not in e.name]
+    assert len(nodes) == 1 and "CppNode" in nodes[0], nodes
+    assert all(W.grad is not None and W.grad.shape == W.shape for W in weights)
+
+
+def test_cpp_entry_point_names_bad_layers_without_value_checks():
+    W, u = torch.randn(4, 3), torch.randn(1, 4)
+    with pytest.raises(ValueError, match="u of layer 1 has 5 elements; weight 1 \\(4, 3\\) needs 4"):
+        spectral_norm_grouped([W, W], [u, torch.randn(5)], impl="cpu", check=False)
+    with pytest.raises(ValueError, match="weight 1 is torch.float64 on cpu but weight 0 is "
+                                         "torch.float32 on cpu"):
+        spectral_norm_grouped([W, W.double()], [u, u], impl="cpu", check=False)
+    with pytest.raises(ValueError, match=r"weight 0 has shape \(4,\); spectral norm needs at least"):
+        spectral_norm_grouped([torch.randn(4)], [u], impl="cpu", check=False)
+    with pytest.raises(TypeError, match="weight 0 must be a float16"):
+        spectral_norm_grouped([torch.ones(4, 3, dtype=torch.int64)], [u], impl="cpu", check=False)
+    with pytest.raises(ValueError, match="v of layer 0 is on meta"):
+        spectral_norm_grouped([W], [u], [torch.empty(3, device="meta")], semantics="torch",
+                              impl="cpu", check=False)
+    u0 = u.clone()
+    with pytest.raises(ValueError, match="zero rows"):
+        spectral_norm_grouped([W, torch.randn(0, 3)], [u, torch.randn(0)], impl="cpu", check=False)
+    assert torch.equal(u, u0), "a rejected call must not touch the buffers"
