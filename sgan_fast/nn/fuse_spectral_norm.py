@@ -56,6 +56,14 @@ class FusedSpectralNorm:
     def __init__(self, model: nn.Module, layers: list[_Layer], impl: str, check: bool):
         self.model, self._layers, self.impl, self.check = model, layers, impl, check
         self._current: Optional[dict] = None
+        # Layers by their fixed settings, in model order: each is one grouped call as long as
+        # its weights share a device and dtype and its modules one training mode.
+        self._static: dict = {}
+        for layer in layers:
+            self._static.setdefault((layer.semantics, layer.num_iters, layer.eps), []).append(layer)
+        self._static = [(key, members, [layer.transposed for layer in members],
+                         all(layer.sv is not None for layer in members))
+                        for key, members in self._static.items()]
         self._undo: list[Callable[[], None]] = []
         for layer in layers:
             self._undo.append(_install(layer, self))
@@ -78,6 +86,32 @@ class FusedSpectralNorm:
 
     def update(self) -> dict:
         """Runs the grouped update now; {id(layer module): normalised weight}."""
+        groups = []
+        for key, layers, transposed, all_sv in self._static:
+            weights = [layer.weight() for layer in layers]
+            W0, training = weights[0], layers[0].module.training
+            dev, dtype = W0.device, W0.dtype
+            if not all(W.device == dev and W.dtype == dtype and layer.module.training == training
+                       for W, layer in zip(weights, layers)):
+                return self._update_mixed()
+            groups.append((key, layers, transposed, all_sv, weights, training))
+        out = {}
+        for (semantics, num_iters, eps), layers, transposed, all_sv, weights, training in groups:
+            vs = None if semantics == "biggan" else [layer.v() for layer in layers]
+            normed, s = spectral_norm_grouped(
+                weights, [layer.u() for layer in layers], vs, semantics=semantics,
+                num_iters=num_iters, eps=eps, training=training, transposed=transposed,
+                impl=self.impl, check=self.check, return_scales=True,
+                svs=[layer.sv() for layer in layers] if (training and all_sv) else None)
+            if training and not all_sv:
+                _store_some_scales(layers, s)
+            for layer, w in zip(layers, normed):
+                out[id(layer.module)] = w
+        return out
+
+    def _update_mixed(self) -> dict:
+        """update() for layers of one fixed group that differ in device, dtype or training
+        mode: grouped again by those too."""
         groups: dict = {}
         for layer in self._layers:
             W = layer.weight()
@@ -100,10 +134,7 @@ class FusedSpectralNorm:
                 check=self.check, return_scales=True,
                 svs=[layer.sv() for layer in layers] if (training and all_sv) else None)
             if training and with_sv and not all_sv:
-                svs = [(layer.sv(), i) for i, layer in enumerate(layers) if layer.sv is not None]
-                with torch.no_grad():
-                    torch._foreach_copy_([b.view(-1) for b, _ in svs],
-                                         [s[i:i + 1].to(b.dtype) for b, i in svs])
+                _store_some_scales(layers, s)
             for layer, w in zip(layers, normed):
                 out[id(layer.module)] = w
         return out
@@ -115,6 +146,15 @@ class FusedSpectralNorm:
         for undo in reversed(self._undo):
             undo()
         self._undo, self._handles, self._current = [], [], None
+
+
+def _store_some_scales(layers: list[_Layer], s: torch.Tensor) -> None:
+    """BigGAN's sv0 of the layers that have one, in a group where not all do."""
+    svs = [(layer.sv(), i) for i, layer in enumerate(layers) if layer.sv is not None]
+    if svs:
+        with torch.no_grad():
+            torch._foreach_copy_([b.view(-1) for b, _ in svs],
+                                 [s[i:i + 1].to(b.dtype) for b, i in svs])
 
 
 def _install(layer: _Layer, fused: FusedSpectralNorm) -> Callable[[], None]:

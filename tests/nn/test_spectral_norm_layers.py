@@ -242,3 +242,26 @@ def test_compile_fullgraph_of_sn_layers_and_of_a_fused_model():
 def test_sn_embedding_rejects_max_norm():
     with pytest.raises(ValueError, match="max_norm"):
         SNEmbedding(5, 4, max_norm=1.0)
+
+
+def test_a_layer_in_another_training_mode_gets_its_own_group(monkeypatch):
+    """One module left in eval mode inside a training model: the fused update groups it apart
+    (no u update for it, the others updated), exactly as the per-layer originals behave."""
+    torch.manual_seed(2)
+    fused, plain = _ours(), _ours()
+    plain.load_state_dict(fused.state_dict())
+    fuse_spectral_norm(fused, impl="cpu")
+    calls = []
+    real = fuse_mod.spectral_norm_grouped
+    monkeypatch.setattr(fuse_mod, "spectral_norm_grouped",
+                        lambda *a, **k: calls.append((len(a[0]), k["training"])) or real(*a, **k))
+    for m in (fused, plain):
+        m.train()
+        m.linear.eval()
+    x, y = torch.randn(2, 3, 4, 4), torch.randint(0, 5, (2,))
+    u_before = fused.linear.u0.clone()
+    torch.testing.assert_close(fused(x, y), plain(x, y), rtol=1e-5, atol=1e-6)
+    assert sorted(calls) == [(1, False), (4, True)]
+    assert torch.equal(fused.linear.u0, u_before)
+    for (name, a), b in zip(fused.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
