@@ -224,7 +224,8 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
                                const std::optional<Tensor>& bias, const Tensor& u_E,
                                const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
                                const Tensor& sel, const Tensor& cls, int64_t form, int64_t mode,
-                               double alpha, double beta, double gamma, bool e_transposed) {
+                               double alpha, double beta, double gamma, bool e_transposed,
+                               Tensor* s_out) {
     at::AutoDispatchBelowADInplaceOrView below;
     const auto T = h.scalar_type(), A = acc_type(T);
     // E [C, F], or (e_transposed) the [F, C] embedding of an SNLinear(C, F) as it is stored
@@ -258,9 +259,9 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     ctx->saved_data["ints"] = c10::List<int64_t>(
         {form, mode, w.dim(), bias.has_value() ? bias->dim() : -1, e_transposed ? 1 : 0});
     ctx->saved_data["floats"] = c10::List<double>({alpha, beta, gamma});
-    ctx->mark_non_differentiable({s});
-    ctx->set_materialize_grads(false);  // s never gets a gradient: no zeros made for it
-    return {out, s};
+    ctx->set_materialize_grads(false);
+    *s_out = s;  // s leaves by the side: one output keeps the node (and the engine's work) small
+    return {out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -277,7 +278,7 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     const double alpha = floats[0], beta = floats[1], gamma = floats[2];
     const Tensor none;
     Tensor g = grads[0];
-    if (!g.defined()) return variable_list(18);  // out was not used
+    if (!g.defined()) return variable_list(19);  // out was not used
     if (g.scalar_type() != h.scalar_type()) g = g.to(h.scalar_type());
     if (!g.is_contiguous()) g = g.contiguous();
     Tensor gh, gP, gE, gw, gb;
@@ -300,7 +301,7 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     if (e_transposed) gE = gE.t();
     // One gradient per forward argument, non-tensors included.
     return {gh, gP, none, gE, gw, gb, none, none, none, none, none, none,
-            none, none, none, none, none, none};
+            none, none, none, none, none, none, none};
   }
 };
 
@@ -321,10 +322,11 @@ std::tuple<Tensor, Tensor> softlabel_proj(const Tensor& h, const Tensor& lab, co
                       "them, pass dense labels, or use impl='ref'");
   }
   if (check && mode == 0) check_values(lab, val, form, E.size(0), u_E, v_E, u_w, v_w);
+  Tensor s;
   auto res = SoftlabelProjFn::apply(h, lab, val, E, w, bias, u_E, v_E, u_w, v_w, sel, cls, form,
-                                    mode, alpha, beta, gamma, false);
-  if (check) check_scales(res[1]);
-  return {res[0], res[1]};
+                                    mode, alpha, beta, gamma, false, &s);
+  if (check) check_scales(s);
+  return {res[0], s};
 }
 
 // The projection head of BigGAN's discriminator in one call: the power iteration of both SN
@@ -370,9 +372,11 @@ Tensor softlabel_proj_sn(const Tensor& h, const Tensor& lab, const Tensor& val,
   // E = embed_weight^T: its left vector is the layer's right one and vice versa.
   const Tensor v_E = u.narrow(0, 0, F), u_w = u.narrow(0, F, 1);
   const Tensor u_E = v.narrow(0, 0, C), v_w = v.narrow(0, C, F);
+  Tensor s_proj;
   auto res = SoftlabelProjFn::apply(h, lab, val, embed_weight, lin_weight, lin_bias, u_E, v_E,
-                                    u_w, v_w, sel, cls, form, mode, alpha, beta, gamma, true);
-  if (check) check_scales(res[1]);
+                                    u_w, v_w, sel, cls, form, mode, alpha, beta, gamma, true,
+                                    &s_proj);
+  if (check) check_scales(s_proj);
   return res[0];
 }
 

@@ -41,6 +41,7 @@ stay in T with float32 accumulation. Block sizes come from a shape heuristic
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -511,6 +512,7 @@ def _pow2_cap(n: int, lo: int = 16, hi: int = 64) -> int:
 _TILE_ORDER = ((64, 64), (64, 32), (32, 64), (32, 32), (32, 16), (16, 32), (16, 16))
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of the shape: computed once per shape
 def _tiles(M: int, N: int, sms: int):
     """(BM, BN) for an M x N grid of output tiles: the largest tile (64x64 down to 16x16, each
     side capped at the size of its dimension) giving at least one program per SM; when none
