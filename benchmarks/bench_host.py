@@ -25,8 +25,9 @@ backward with a fixed gradient; every gradient reset to None before each call, a
 zero_grad(set_to_none=True) leaves them).
 
 Timing: `calls` back-to-back calls per repetition, `reps` repetitions, median and 20/80 %
-quantiles of the per-call mean; on a GPU no synchronisation inside a repetition (what is timed
-is the host's issue rate; a final synchronise closes each repetition). The markdown lists each
+quantiles of the per-call mean of the calling thread's CPU time (the host's cost, which other
+processes on the machine do not inflate), and the median wall time per call beside it; on a
+GPU no synchronisation inside a repetition (a final synchronise closes each repetition). The markdown lists each
 case's medians, fused / ref and fused / matmul, and the targets of issue #16 on the CPU:
 head fwd_bwd <= 2x matmul fwd_bwd and <= 1/4 of its reference; the BigGAN-32 spectral-norm
 update <= 1/5 of torch_param (fwd and fwd_bwd).
@@ -77,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def time_per_call(fn, params, reps, calls, device):
-    """(median, p20, p80) of the mean µs per call over `reps` runs of `calls` calls."""
+    """(median, p20, p80) of the mean host CPU µs per call over `reps` runs of `calls` calls,
+    and the median wall µs per call. Host time is the calling thread's CPU time
+    (time.thread_time): what the call costs the host, unaffected by other processes taking
+    the cores (CPU autograd runs its backward on the calling thread too). On a quiet machine
+    the two agree; on a GPU the wall time also waits for the device at each repetition's end."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def run(n):
@@ -93,15 +98,18 @@ def time_per_call(fn, params, reps, calls, device):
         run(50)
         sync()
         calls = max(50, int(0.2 / max((time.perf_counter() - t0) / 50, 1e-7)))
-    per = []
+    per, wall = [], []
     for _ in range(reps):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         run(calls)
+        c1 = time.thread_time()
         sync()
-        per.append((time.perf_counter() - t0) / calls * 1e6)
+        wall.append((time.perf_counter() - t0) / calls * 1e6)
+        per.append((c1 - c0) / calls * 1e6)
     per.sort()
-    return statistics.median(per), per[int(0.2 * (len(per) - 1))], per[int(0.8 * (len(per) - 1))]
+    return (statistics.median(per), per[int(0.2 * (len(per) - 1))],
+            per[int(0.8 * (len(per) - 1))], statistics.median(wall))
 
 
 def _fwd_bwd(f, grad):
@@ -280,13 +288,15 @@ def run(args):
         if wanted is not None and case not in wanted:
             continue
         for (provider, direction), (fn, params) in make(dev).items():
-            med, p20, p80 = time_per_call(fn, params, args.reps, args.calls, dev)
+            med, p20, p80, wall = time_per_call(fn, params, args.reps, args.calls, dev)
             rows.append(dict(device=dev, gpu=name if dev == "cuda" else "", threads=args.threads,
                              case=case, provider=provider, direction=direction,
                              median_us=round(med, 2), p20_us=round(p20, 2), p80_us=round(p80, 2),
+                             wall_median_us=round(wall, 2),
                              torch=torch.__version__, triton=triton_version, date=date,
                              commit=_commit(), cpu=name if dev == "cpu" else ""))
-            print(f"{case:28s} {provider:12s} {direction:8s} {med:9.1f} us", flush=True)
+            print(f"{case:28s} {provider:12s} {direction:8s} {med:9.1f} us host "
+                  f"{wall:9.1f} us wall", flush=True)
     return rows
 
 

@@ -13,15 +13,18 @@
 // are the backend ops of softlabel_proj.cpp, called below autograd through the dispatcher
 // (so CPU and CUDA tensors each reach their own kernels).
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <string>
 #include <tuple>
 
 #include "host_common.h"
 #include "messages.h"
+#include "spectral_norm_cpu.h"
 #include "spectral_norm_group.h"
 
 namespace sgan_fast {
@@ -214,51 +217,75 @@ Tensor as_vector(const Tensor& t, at::ScalarType A, int64_t n) {
   return r.is_contiguous() ? r : r.contiguous();
 }
 
+// W^T as a contiguous tensor of dtype T (the [F, C] embedding weight as E [C, F], and E's
+// gradient back). On the CPU (float32/float64, contiguous) a plain loop into a directly
+// allocated tensor; elsewhere a transposed copy.
+Tensor transposed_copy(const Tensor& W, at::ScalarType T) {
+  if (!(W.is_cpu() && W.is_contiguous() && W.scalar_type() == T &&
+        (T == at::kFloat || T == at::kDouble)))
+    return as_type(W.t(), T);
+  const int64_t F = W.size(0), C = W.size(1);  // W [F, C] -> out [C, F]
+  Tensor out = at::detail::empty_cpu({C, F}, T, false);
+  AT_DISPATCH_FLOATING_TYPES(T, "softlabel_proj_transpose", [&] {
+    const scalar_t* src = W.data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t c = 0; c < C; ++c) dst[c * F + f] = src[f * C + c];
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // Autograd: u and v are constants; top-k values and bank tables get no gradient.
 // ---------------------------------------------------------------------------------------
 
+// What the forward reads besides its differentiable inputs: the top-k values, the power-
+// iteration vectors (constants), the label source and how E is stored. Passed to the autograd
+// Function as one non-tensor argument, so that the node has edges for h, the labels, E, w and
+// bias only (fewer edges to collect forward and to walk backward).
+struct ProjConsts {
+  Tensor val, u_E, v_E, u_w, v_w, sel, cls;
+  int64_t form, mode;
+  double alpha, beta, gamma;
+  bool e_transposed;  // E is the [F, C] embedding of an SNLinear(C, F) as it is stored
+};
+
 struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
   static variable_list forward(AutogradContext* ctx, const Tensor& h, const Tensor& lab,
-                               const Tensor& val, const Tensor& E, const Tensor& w,
-                               const std::optional<Tensor>& bias, const Tensor& u_E,
-                               const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
-                               const Tensor& sel, const Tensor& cls, int64_t form, int64_t mode,
-                               double alpha, double beta, double gamma, bool e_transposed,
+                               const Tensor& E, const Tensor& w,
+                               const std::optional<Tensor>& bias, const ProjConsts& k,
                                Tensor* s_out) {
     at::AutoDispatchBelowADInplaceOrView below;
     const auto T = h.scalar_type(), A = acc_type(T);
-    // E [C, F], or (e_transposed) the [F, C] embedding of an SNLinear(C, F) as it is stored
-    const Tensor Ec = as_type(e_transposed ? E.t() : E, T);
+    const Tensor Ec = k.e_transposed ? transposed_copy(E, T) : as_type(E, T);
     const int64_t B = h.size(0), C = Ec.size(0), F = Ec.size(1);
     const Tensor hc = h.is_contiguous() ? h : h.contiguous();
-    Tensor wc = as_type(w, T);
-    if (wc.dim() == 2) wc = wc.view({F});
-    const Tensor bc = bias.has_value() ? as_type(*bias, T).reshape({1})
-                                       : at::zeros({1}, h.options());
-    const Tensor uE = as_vector(u_E, A, C), vE = as_vector(v_E, A, F);
-    const Tensor uw = as_vector(u_w, A, 1), vw = as_vector(v_w, A, F);
+    const Tensor wc = as_type(w, T);  // [F] or [1, F]: the kernels read F elements either way
+    Tensor bc = bias.has_value() ? as_type(*bias, T) : at::zeros({1}, h.options());
+    if (bc.dim() != 1) bc = bc.reshape({1});
+    const Tensor uE = as_vector(k.u_E, A, C), vE = as_vector(k.v_E, A, F);
+    const Tensor uw = as_vector(k.u_w, A, 1), vw = as_vector(k.v_w, A, F);
     Tensor out, s, raw, L1, L2;
-    if (form == kDense) {
-      L1 = mode == 0 ? as_type(lab, T) : lab;
-      std::tie(out, s, raw) = fwd_dense_op().call(hc, L1, Ec, wc, bc, uE, vE, uw, vw, sel, cls,
-                                                  mode, alpha, beta, gamma);
+    if (k.form == kDense) {
+      L1 = k.mode == 0 ? as_type(lab, T) : lab;
+      std::tie(out, s, raw) = fwd_dense_op().call(hc, L1, Ec, wc, bc, uE, vE, uw, vw, k.sel,
+                                                  k.cls, k.mode, k.alpha, k.beta, k.gamma);
     } else {
-      if (form == kHard) {
+      if (k.form == kHard) {
         L1 = lab.reshape({B, 1}).contiguous();
         L2 = at::ones({B, 1}, h.options());
       } else {
         L1 = lab.is_contiguous() ? lab : lab.contiguous();
-        L2 = mode == 0 ? as_type(val, T) : val;
+        L2 = k.mode == 0 ? as_type(k.val, T) : k.val;
       }
-      std::tie(out, s, raw) = fwd_topk_op().call(hc, L1, L2, Ec, wc, bc, uE, vE, uw, vw, sel,
-                                                 cls, mode, alpha, beta);
+      std::tie(out, s, raw) = fwd_topk_op().call(hc, L1, L2, Ec, wc, bc, uE, vE, uw, vw, k.sel,
+                                                 k.cls, k.mode, k.alpha, k.beta);
     }
-    ctx->save_for_backward({hc, L1, L2, Ec, wc, uE, vE, uw, vw, s, raw, sel, cls});
+    ctx->save_for_backward({hc, L1, L2, Ec, wc, uE, vE, uw, vw, s, raw, k.sel, k.cls});
     // The scalars in two entries (each saved_data entry is a string-keyed map insert).
     ctx->saved_data["ints"] = c10::List<int64_t>(
-        {form, mode, w.dim(), bias.has_value() ? bias->dim() : -1, e_transposed ? 1 : 0});
-    ctx->saved_data["floats"] = c10::List<double>({alpha, beta, gamma});
+        {k.form, k.mode, w.dim(), bias.has_value() ? bias->dim() : -1, k.e_transposed ? 1 : 0});
+    ctx->saved_data["floats"] = c10::List<double>({k.alpha, k.beta, k.gamma});
     ctx->set_materialize_grads(false);
     *s_out = s;  // s leaves by the side: one output keeps the node (and the engine's work) small
     return {out};
@@ -273,12 +300,12 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     const Tensor &s = saved[9], &raw = saved[10], &sel = saved[11], &cls = saved[12];
     const auto ints = ctx->saved_data["ints"].toIntList();
     const auto floats = ctx->saved_data["floats"].toDoubleList();
-    const int64_t form = ints[0], mode = ints[1], w_dim = ints[2], bias_dim = ints[3];
+    const int64_t form = ints[0], mode = ints[1], bias_dim = ints[3];
     const bool e_transposed = ints[4] != 0;
     const double alpha = floats[0], beta = floats[1], gamma = floats[2];
     const Tensor none;
     Tensor g = grads[0];
-    if (!g.defined()) return variable_list(19);  // out was not used
+    if (!g.defined()) return variable_list(7);  // out was not used
     if (g.scalar_type() != h.scalar_type()) g = g.to(h.scalar_type());
     if (!g.is_contiguous()) g = g.contiguous();
     Tensor gh, gP, gE, gw, gb;
@@ -297,11 +324,11 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     } else if (bias_dim != 1) {
       gb = gb.reshape(std::vector<int64_t>(bias_dim, 1));
     }
-    if (w_dim == 2) gw = gw.view({1, -1});
-    if (e_transposed) gE = gE.t();
-    // One gradient per forward argument, non-tensors included.
-    return {gh, gP, none, gE, gw, gb, none, none, none, none, none, none,
-            none, none, none, none, none, none, none};
+    // grad_w has w's shape already (the kernels allocate it like w). E stored [F, C]: its
+    // gradient is written in that layout too, so that autograd can take it as it is.
+    if (e_transposed) gE = transposed_copy(gE, gE.scalar_type());
+    // One gradient per forward argument: h, labels, E, w, bias, the constants, s_out.
+    return {gh, gP, gE, gw, gb, none, none};
   }
 };
 
@@ -323,10 +350,53 @@ std::tuple<Tensor, Tensor> softlabel_proj(const Tensor& h, const Tensor& lab, co
   }
   if (check && mode == 0) check_values(lab, val, form, E.size(0), u_E, v_E, u_w, v_w);
   Tensor s;
-  auto res = SoftlabelProjFn::apply(h, lab, val, E, w, bias, u_E, v_E, u_w, v_w, sel, cls, form,
-                                    mode, alpha, beta, gamma, false, &s);
+  const ProjConsts k{val, u_E, v_E, u_w, v_w, sel, cls, form, mode, alpha, beta, gamma, false};
+  auto res = SoftlabelProjFn::apply(h, lab, E, w, bias, k, &s);
   if (check) check_scales(s);
   return {res[0], s};
+}
+
+// The head's power iteration straight on the CPU buffers (the usual CPU case: contiguous
+// float32/float64 weights, vectors in the accumulation dtype): the grouped op's layer table,
+// flattening and dispatch cost more than the arithmetic at the head's sizes. Same results as
+// sn_power_iteration_update (BigGAN's order, mode 0). False when it does not apply.
+bool head_power_iteration_cpu(const Tensor& We, const Tensor& ue, const Tensor& se,
+                              const Tensor& Wl, const Tensor& ul, const Tensor& sl,
+                              int64_t num_itrs, double eps, bool training, Tensor& u_E,
+                              Tensor& v_E, Tensor& u_w, Tensor& v_w) {
+  const auto T = We.scalar_type(), A = acc_type(T);
+  const int64_t F = We.size(0), C = We.size(1);
+  auto buffer_ok = [&](const Tensor& b, int64_t n) {
+    return b.is_cpu() && b.scalar_type() == A && b.is_contiguous() && b.numel() == n;
+  };
+  if (!(We.is_cpu() && Wl.is_cpu() && (T == at::kFloat || T == at::kDouble) &&
+        Wl.scalar_type() == T && We.is_contiguous() && Wl.is_contiguous() && buffer_ok(ue, F) &&
+        buffer_ok(ul, 1) && (!training || (buffer_ok(se, 1) && buffer_ok(sl, 1))) &&
+        num_itrs >= 1 && eps > 0))
+    return false;
+  // [v_E (F) | u_w (1) | u_E (C) | v_w (F)]: the layers' new u then v, E's swapped; four
+  // tensors allocated directly (no dispatcher calls: this is the host path being saved).
+  auto vec = [&](int64_t n) { return at::detail::empty_cpu({n}, A, false); };
+  u_E = vec(C), v_E = vec(F), u_w = vec(1), v_w = vec(F);
+  AT_DISPATCH_FLOATING_TYPES(T, "softlabel_proj_sn_power", [&] {
+    using A_t = scalar_t;  // float32 and float64 accumulate in their own type
+    A_t s_e = 0, s_l = 0;
+    const int steps = training ? static_cast<int>(num_itrs) : 1;
+    power_cpu<scalar_t, A_t>(We.data_ptr<scalar_t>(), F, C, ue.data_ptr<A_t>(), nullptr, steps,
+                             static_cast<A_t>(eps), 0, v_E.data_ptr<A_t>(), u_E.data_ptr<A_t>(),
+                             &s_e);
+    power_cpu<scalar_t, A_t>(Wl.data_ptr<scalar_t>(), 1, F, ul.data_ptr<A_t>(), nullptr, steps,
+                             static_cast<A_t>(eps), 0, u_w.data_ptr<A_t>(), v_w.data_ptr<A_t>(),
+                             &s_l);
+    if (training) {
+      std::memcpy(ue.data_ptr<A_t>(), v_E.data_ptr<A_t>(), F * sizeof(A_t));
+      std::memcpy(ul.data_ptr<A_t>(), u_w.data_ptr<A_t>(), sizeof(A_t));
+      se.data_ptr<A_t>()[0] = s_e;
+      sl.data_ptr<A_t>()[0] = s_l;
+      for (const Tensor* b : {&ue, &ul, &se, &sl}) b->unsafeGetTensorImpl()->bump_version();
+    }
+  });
+  return true;
 }
 
 // The projection head of BigGAN's discriminator in one call: the power iteration of both SN
@@ -360,22 +430,23 @@ Tensor softlabel_proj_sn(const Tensor& h, const Tensor& lab, const Tensor& val,
   // The labels' value checks before the buffers change; the vectors come from the power
   // iteration (a non-finite weight shows as a non-finite s below).
   if (check && mode == 0) check_values(lab, val, form, C, lin_u, lin_u, lin_u, lin_u, false);
-  Tensor s, u, v;
-  {
+  // E = embed_weight^T: its left vector is the layer's right one and vice versa.
+  Tensor u_E, v_E, u_w, v_w;
+  if (!head_power_iteration_cpu(embed_weight, embed_u, embed_sv, lin_weight, lin_u, lin_sv,
+                                num_itrs, eps, training, u_E, v_E, u_w, v_w)) {
+    Tensor s, u, v;
     at::NoGradGuard no_grad;
     const Tensor ws[] = {embed_weight, lin_weight}, us[] = {embed_u, lin_u};
     const Tensor svs[] = {embed_sv, lin_sv};
     std::tie(s, u, v) = sn_power_iteration_update(ws, us, {}, training ? at::TensorList(svs)
                                                                       : at::TensorList(),
                                                   {}, num_itrs, eps, 0, training, false);
+    v_E = u.narrow(0, 0, F), u_w = u.narrow(0, F, 1);
+    u_E = v.narrow(0, 0, C), v_w = v.narrow(0, C, F);
   }
-  // E = embed_weight^T: its left vector is the layer's right one and vice versa.
-  const Tensor v_E = u.narrow(0, 0, F), u_w = u.narrow(0, F, 1);
-  const Tensor u_E = v.narrow(0, 0, C), v_w = v.narrow(0, C, F);
   Tensor s_proj;
-  auto res = SoftlabelProjFn::apply(h, lab, val, embed_weight, lin_weight, lin_bias, u_E, v_E,
-                                    u_w, v_w, sel, cls, form, mode, alpha, beta, gamma, true,
-                                    &s_proj);
+  const ProjConsts k{val, u_E, v_E, u_w, v_w, sel, cls, form, mode, alpha, beta, gamma, true};
+  auto res = SoftlabelProjFn::apply(h, lab, embed_weight, lin_weight, lin_bias, k, &s_proj);
   if (check) check_scales(s_proj);
   return res[0];
 }

@@ -36,6 +36,7 @@ def test_quick_cpu_run_writes_every_row_and_the_target_table(tmp_path):
     assert ("sn_biggan32", "torch_param", "fwd_bwd") in seen
     assert all(r["median_us"] > 0 and math.isfinite(r["median_us"]) for r in rows)
     assert all(r["p20_us"] <= r["median_us"] <= r["p80_us"] for r in rows)
+    assert all(r["wall_median_us"] > 0 for r in rows)
     # the targets come from this run's rows: the ratios of its own medians
     med = {(r["case"], r["provider"], r["direction"]): r["median_us"] for r in rows}
     targets = {t[0]: t for t in bench.targets(rows)}

@@ -15,6 +15,7 @@ from .spectral_norm import SNLinear
 # The whole head (power iteration of both SN layers, their buffers, the projection) as one C++
 # op with its autograd (csrc/softlabel_proj_autograd.cpp).
 _PROJ_SN = torch.ops.sgan_fast.softlabel_proj_sn.default if _ext.C is not None else None
+_C_IMPLS = ("cpu", "cuda")
 
 
 class SoftLabelProjectionHead(nn.Module):
@@ -86,14 +87,13 @@ class SoftLabelProjectionHead(nn.Module):
         per-layer loop and the projection's backend ops), one singular value and the same
         settings in both layers, and the C++ kernels chosen for h (the power iteration then
         runs in the same extension)."""
-        modules = self._modules
-        embed, linear = modules["embed"], modules["linear"]
-        if (self.impl == "ref" or not isinstance(h, torch.Tensor) or torch.compiler.is_compiling()
-                or embed.num_svs != 1 or linear.num_svs != 1 or embed.num_itrs != linear.num_itrs
-                or embed.eps != linear.eps
-                or embed._parameters["weight"].dtype != linear._parameters["weight"].dtype):
+        if self.impl == "ref" or not isinstance(h, torch.Tensor) or torch.compiler.is_compiling():
             return False
-        return _dispatch.resolve("softlabel_proj", self.impl, h.device, h.dtype) in ("cpu", "cuda")
+        modules = self._modules
+        e, l = modules["embed"], modules["linear"]
+        return (e.num_svs == 1 == l.num_svs and e.num_itrs == l.num_itrs and e.eps == l.eps
+                and e._parameters["weight"].dtype == l._parameters["weight"].dtype
+                and _dispatch.resolve("softlabel_proj", self.impl, h.device, h.dtype) in _C_IMPLS)
 
     def extra_repr(self) -> str:
         return f"num_features={self.num_features}, num_classes={self.num_classes}, impl={self.impl!r}"
