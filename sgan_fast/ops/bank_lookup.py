@@ -257,14 +257,30 @@ def bank_lookup(plan: TargetPlan, indices: Tensor, *, out: str = "auto", impl: s
     ns = torch.ops.sgan_fast
     if out == "dense":
         if plan.form == "dense":
-            P, idx, val, topk = tabs[0], sel.new_empty(0, 0), tabs[0].new_empty(0, 0), False
+            (idx, val), P, topk = _placeholders(plan, dtype, "topk"), tabs[0], False
         else:
-            P, (idx, val), topk = tabs[1].new_empty(0, plan.num_classes), tabs, True
+            P, (idx, val), topk = _placeholders(plan, dtype, "dense")[0], tabs, True
         op = ns.bank_lookup_dense_triton if chosen == "triton" else ns.bank_lookup_dense
         return op(P, idx, val, sel, cls, mode, alpha, beta, gamma, plan.num_classes, topk)
     idx, val = tabs
     op = ns.bank_lookup_sparse_triton if chosen == "triton" else ns.bank_lookup_sparse
     return op(idx, val, sel, cls, mode, alpha, beta, plan.num_classes)
+
+
+def _placeholders(plan: TargetPlan, dtype: torch.dtype, form: str):
+    """Empty tensors standing for the table form a plan does not have (never read by the
+    kernels), cached on the plan: made once, not on every call."""
+    key = ("placeholder", form, dtype)
+    hit = plan._cache.get(key)
+    if hit is None:
+        dev = plan.device
+        if form == "dense":
+            hit = (torch.empty(0, plan.num_classes, dtype=dtype, device=dev),)
+        else:
+            hit = (torch.empty(0, 0, dtype=torch.int64, device=dev),
+                   torch.empty(0, 0, dtype=dtype, device=dev))
+        plan._cache[key] = hit
+    return hit
 
 
 def bank_lookup_sparse_ref(plan: TargetPlan, sel: Tensor):

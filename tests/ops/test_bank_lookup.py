@@ -249,3 +249,26 @@ def test_gpu_bad_index_unchecked_is_memory_safe(impl):
     softlabel_proj(inp["h"], bank.labels(sel, "mix:0.5"), inp["E"], inp["w"], inp["bias"],
                    inp["u_E"], inp["v_E"], inp["u_w"], inp["v_w"], impl=impl, check=False)
     torch.cuda.synchronize()  # an illegal access would surface here
+
+
+@pytest.mark.parametrize("out", ["dense", "sparse"])
+def test_an_eager_lookup_is_one_dispatcher_call(out):
+    """check=False: the Python layer reads the plan and calls one op (the tables in the plan's
+    dtype are cached after the first call)."""
+    from torch.profiler import profile
+    from sgan_fast import _ext
+    if _ext.C is None:
+        pytest.skip("needs the compiled extension")
+    from sgan_fast.labels import SoftLabelBank
+    bank = SoftLabelBank(torch.softmax(torch.randn(40, 6), 1), torch.randint(0, 6, (40,)))
+    plan = bank.to_topk(3).plan("mix:0.5")
+    idx = torch.randint(0, 40, (7,))
+    want = bank_lookup(plan, idx, out=out, impl="cpu", check=False)  # warm the caches
+    with profile() as prof:
+        got = bank_lookup(plan, idx, out=out, impl="cpu", check=False)
+    top = [e.name for e in prof.events() if e.cpu_parent is None]
+    assert top == [f"sgan_fast::bank_lookup_{out}"], top
+    if out == "dense":
+        torch.testing.assert_close(got, bank_lookup_ref(plan, idx))
+    else:
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
