@@ -2,7 +2,8 @@
 and model FLOP utilisation (MFU).
 
     python benchmarks/bench_train.py [--cases biggan32 biggan128] [--providers reference
-        reference_compiled fast] [--steps N] [--reps 5] [--warmup 3] [--out CSV] [--md table.md]
+        reference_compiled fast fast_whole] [--steps N] [--reps 5] [--warmup 3] [--out CSV]
+        [--md table.md]
     python benchmarks/bench_train.py --device cpu            # the tiny case, reference and fast
 
 Cases (BigGAN settings of TrainConfig's resolution defaults; target softmax, DiffAugment
@@ -21,10 +22,22 @@ Providers (each a TrainConfig of the same model; one Trainer each, out=None):
   fast                the trainer's defaults for the device; on a GPU: bf16 autocast,
                       channels_last, torch.compile, fused ops impl="auto"; on the CPU: fused C++
                       ops, float32, eager
+  fast_compiled       (not run by default) fast with compile="on": on a GPU the same as fast;
+                      on the CPU the fast path compiled (compile_scope "trunk")
+  fast_whole          fast with compile="on", compile_scope="whole": G, and everything D does
+                      to a batch (DiffAugment's transform, trunk, soft-label head, every
+                      spectral-norm update), each one compiled region (docs/train.md); run by
+                      default on a GPU, after fast, to decide whether "whole" should be the default
   fast_graphs         (not run by default) fast with compile_mode="reduce-overhead" (CUDA graphs)
 On the CPU (--device cpu, or no GPU) the default is the tiny case with reference and fast;
 the compiled providers run there only when named in --providers (the tiny case's compile
 took 150 s cold on 2 cores).
+
+Compilation (compiled providers; empty for eager ones), from torch._dynamo.utils.counters,
+as differences over the provider's run: graphs (graphs dynamo compiled, warm-up included),
+graph_breaks (graph breaks dynamo hit while compiling them: 0 means every compiled region is
+one graph), recompiles_per_step (frames dynamo compiled during the timed train_steps, a new
+code object or a recompile of one, per train_step: 0 in a steady state).
 
 Method: one Trainer per provider. Warm-up: at least --warmup train_steps, then more until the
 last three step times are within --stable-tol of each other (at most --max-warmup steps; the
@@ -57,8 +70,9 @@ call: run the cases separately there (--cases biggan32, then --cases biggan128).
 
 Columns: provider, case; the case's resolution, ch, batch, d_steps, num_classes, num_images;
 what the Trainer resolved to: precision (bf16 autocast or fp32), channels_last, compiled
-(torch.compile mode or "no"), impl (of the sgan_fast ops); steps (train_steps per repetition),
-reps, warmup_steps, warmup_s (seconds of warm-up, compile included), first_step_s;
+(torch.compile mode or "no"), compile_scope ("trunk" or "whole"; empty when eager), impl (of
+the sgan_fast ops); graphs, graph_breaks, recompiles_per_step (above); steps (train_steps
+per repetition), reps, warmup_steps, warmup_s (seconds of warm-up, compile included), first_step_s;
 step_median_ms, step_p20_ms, step_p80_ms (time per train_step), wall_ms (host median, the
 same region); images_per_s, d_steps_per_s, g_steps_per_s (from the median); x_reference,
 x_reference_compiled (images/s over theirs, same run and case); gflop_per_step,
@@ -103,6 +117,8 @@ PROVIDERS = {
     "reference": dict(reference=True),
     "reference_compiled": dict(reference=True, compile="on"),
     "fast": dict(),
+    "fast_compiled": dict(compile="on"),
+    "fast_whole": dict(compile="on", compile_scope="whole"),
     "fast_graphs": dict(compile="on", compile_mode="reduce-overhead"),
 }
 BASELINES = ("reference", "reference_compiled")
@@ -218,6 +234,15 @@ def time_steps(trainer, device, steps, reps):
     return ev, wall
 
 
+def dynamo_counts():
+    """(graph breaks, unique graphs, frames compiled) so far in this process: dynamo's own
+    counters (torch._dynamo.utils.counters; keys it has had since torch 2.0, checked on
+    2.14.1)."""
+    from torch._dynamo.utils import counters
+    return (sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"],
+            counters["frames"]["total"])
+
+
 def quantiles(xs):
     """Median, p20, p80 (linear interpolation between the sorted repetitions)."""
     return tuple(float(q) for q in np.percentile(np.asarray(xs, dtype=np.float64), [50, 20, 80]))
@@ -225,6 +250,7 @@ def quantiles(xs):
 
 def run_provider(case, provider, device, ds, bank, args, want_flops):
     """Measures one provider on one case; returns a dict of results (see main's row)."""
+    c0 = dynamo_counts()
     trainer = Trainer(make_config(case, provider, device), ds, bank=bank)
     expect_compiled = PROVIDERS[provider].get("compile") == "on"
     if expect_compiled and not trainer.compiled:
@@ -234,11 +260,18 @@ def run_provider(case, provider, device, ds, bank, args, want_flops):
     n_warm, warm_s, first_s = warm_up(trainer, device, args, flops_out)
     steps = args.steps or (CASES[case][3] if device == "cuda" else 2)
     reps = args.reps or (5 if device == "cuda" else 3)
+    c1 = dynamo_counts()
     ev, wall = time_steps(trainer, device, steps, reps)
+    c2 = dynamo_counts()
     cfg = trainer.cfg
+    compiled = trainer.compiled
     out = dict(precision="bf16" if trainer.bf16 else "fp32",
                channels_last=trainer.channels_last,
-               compiled=(cfg.compile_mode if trainer.compiled else "no"), impl=cfg.impl,
+               compiled=(cfg.compile_mode if compiled else "no"),
+               compile_scope=cfg.compile_scope if compiled else "", impl=cfg.impl,
+               graphs=c2[1] - c0[1] if compiled else "",
+               graph_breaks=c2[0] - c0[0] if compiled else "",
+               recompiles_per_step=sig((c2[2] - c1[2]) / (steps * reps), 3) if compiled else "",
                steps=steps, reps=reps, warmup_steps=n_warm, warmup_s=warm_s, first_step_s=first_s,
                q=quantiles(ev), wall=statistics.median(wall), flops=(flops_out or {}).get("flops"))
     if device == "cuda":
@@ -286,7 +319,8 @@ def fmt(v, nd=2):
 
 
 def markdown(rows):
-    head = ["case", "provider", "precision", "compiled", "ms / train_step (p20-p80)", "real img/s",
+    head = ["case", "provider", "precision", "compiled", "graphs", "graph breaks",
+            "recompiles / step", "ms / train_step (p20-p80)", "real img/s",
             "D steps/s", "G steps/s", "GFLOP / step", "TFLOP/s", "MFU", "x reference",
             "x reference_compiled", "peak GiB", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -294,7 +328,9 @@ def markdown(rows):
         ms = "" if r["step_median_ms"] == "" else \
             f"{r['step_median_ms']:.1f} ({r['step_p20_ms']:.1f}-{r['step_p80_ms']:.1f})"
         mfu = "" if r["mfu"] == "" else f"{100 * r['mfu']:.1f}%"
-        cells = [r["case"], r["provider"], r["precision"], r["compiled"], ms,
+        compiled = r["compiled"] + (f" ({r['compile_scope']})" if r["compile_scope"] else "")
+        cells = [r["case"], r["provider"], r["precision"], compiled, fmt(r["graphs"]),
+                 fmt(r["graph_breaks"]), fmt(r["recompiles_per_step"]), ms,
                  fmt(r["images_per_s"], 0), fmt(r["d_steps_per_s"]), fmt(r["g_steps_per_s"]),
                  fmt(r["gflop_per_step"], 1), fmt(r["achieved_tflops"], 1), mfu,
                  fmt(r["x_reference"]), fmt(r["x_reference_compiled"]), fmt(r["peak_mem_gib"], 1),
@@ -319,7 +355,8 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=None, help=f"of {', '.join(CASES)}, or all "
                     "(default: biggan32 biggan128 on a GPU, tiny on the CPU)")
     ap.add_argument("--providers", nargs="+", default=None, help=f"of {', '.join(PROVIDERS)} "
-                    "(default: reference reference_compiled fast on a GPU, reference fast on the CPU)")
+                    "(default: reference reference_compiled fast fast_whole on a GPU, reference "
+                    "fast on the CPU)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default=None,
                     help="default: cuda when present")
     ap.add_argument("--steps", type=int, default=None,
@@ -350,8 +387,8 @@ def main(argv=None):
     cases = args.cases or (["biggan32", "biggan128"] if gpu else ["tiny"])
     if cases == ["all"]:
         cases = list(CASES)
-    providers = args.providers or (["reference", "reference_compiled", "fast"] if gpu
-                                   else ["reference", "fast"])
+    providers = args.providers or (["reference", "reference_compiled", "fast", "fast_whole"]
+                                   if gpu else ["reference", "fast"])
     for what, given, known in (("case", cases, CASES), ("provider", providers, PROVIDERS)):
         bad = [x for x in given if x not in known]
         if bad:
@@ -428,7 +465,10 @@ def main(argv=None):
                 provider=prov, case=case, resolution=settings["resolution"], ch=settings["ch"],
                 batch=batch, d_steps=d_steps, num_classes=C, num_images=N,
                 precision=res["precision"] if res else "", channels_last=res["channels_last"] if res else "",
-                compiled=res["compiled"] if res else "", impl=res["impl"] if res else "",
+                compiled=res["compiled"] if res else "",
+                compile_scope=res["compile_scope"] if res else "", impl=res["impl"] if res else "",
+                graphs=res["graphs"] if res else "", graph_breaks=res["graph_breaks"] if res else "",
+                recompiles_per_step=res["recompiles_per_step"] if res else "",
                 steps=res["steps"] if res else "", reps=res["reps"] if res else "",
                 warmup_steps=res["warmup_steps"] if res else "",
                 warmup_s=round(res["warmup_s"], 2) if res else "",

@@ -1,4 +1,5 @@
-"""benchmarks/bench_train.py end to end on the CPU tiny case (reference and fast, eager)."""
+"""benchmarks/bench_train.py end to end on the CPU tiny case (reference and fast, eager, and the
+fast path compiled whole, with its graph, graph-break and recompile counts)."""
 
 import csv
 import os
@@ -10,7 +11,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_train.py")
 COLUMNS = ["provider", "case", "resolution", "ch", "batch", "d_steps", "num_classes",
-           "num_images", "precision", "channels_last", "compiled", "impl", "steps", "reps",
+           "num_images", "precision", "channels_last", "compiled", "compile_scope", "impl",
+           "graphs", "graph_breaks", "recompiles_per_step", "steps", "reps",
            "warmup_steps", "warmup_s", "first_step_s", "step_median_ms", "step_p20_ms",
            "step_p80_ms", "wall_ms", "images_per_s", "d_steps_per_s", "g_steps_per_s",
            "x_reference", "x_reference_compiled", "gflop_per_step", "achieved_tflops", "mfu",
@@ -22,16 +24,17 @@ COLUMNS = ["provider", "case", "resolution", "ch", "batch", "d_steps", "num_clas
 def test_bench_train_tiny_cpu(tmp_path):
     out, md = tmp_path / "train.csv", tmp_path / "table.md"
     cmd = [sys.executable, SCRIPT, "--device", "cpu", "--cases", "tiny", "--providers",
-           "fast", "reference", "--steps", "1", "--reps", "2", "--max-warmup", "2",
+           "fast_whole", "fast", "reference", "--steps", "1", "--reps", "2", "--max-warmup", "2",
            "--peak-tflops", "1", "--out", str(out), "--md", str(md)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # fast_whole compiles G and D (inductor; about a minute cold on 2 cores)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == COLUMNS
         rows = list(reader)
     # the baseline runs first whatever the order asked for, so every ratio is known
-    assert [r["provider"] for r in rows] == ["reference", "fast"]
+    assert [r["provider"] for r in rows] == ["reference", "fast", "fast_whole"]
     by = {r["provider"]: r for r in rows}
     for r in rows:
         assert r["note"] == "" and r["case"] == "tiny"
@@ -46,7 +49,18 @@ def test_bench_train_tiny_cpu(tmp_path):
         # --peak-tflops 1: MFU is the achieved TFLOP/s itself
         assert float(r["mfu"]) == pytest.approx(float(r["achieved_tflops"]), rel=1e-2, abs=1e-5)
         assert r["x_reference_compiled"] == ""       # not run
-        assert r["precision"] == "fp32" and r["compiled"] == "no"
+        assert r["precision"] == "fp32"
+    for p in ("reference", "fast"):                    # eager: no compile counts
+        r = by[p]
+        assert r["compiled"] == "no" and r["compile_scope"] == ""
+        assert r["graphs"] == r["graph_breaks"] == r["recompiles_per_step"] == ""
+    # the whole-model regions: one graph per signature (G with and without grad, D in D steps
+    # and in G steps), no graph break, and no recompile once warm (2 warm-up steps)
+    w = by["fast_whole"]
+    assert (w["compiled"], w["compile_scope"], w["impl"]) == ("default", "whole", "auto")
+    assert int(w["graph_breaks"]) == 0, w
+    assert int(w["graphs"]) == 4, w
+    assert float(w["recompiles_per_step"]) == 0.0, w
     assert float(by["reference"]["x_reference"]) == 1.0
     assert by["reference"]["impl"] == "ref" and by["fast"]["impl"] == "auto"
     ratio = float(by["fast"]["images_per_s"]) / float(by["reference"]["images_per_s"])
@@ -55,4 +69,5 @@ def test_bench_train_tiny_cpu(tmp_path):
     assert by["fast"]["gflop_per_step"] == by["reference"]["gflop_per_step"]
     assert "reference train_step on cpu, batch 8" in by["fast"]["flops_source"]
     table = md.read_text()
-    assert table.startswith("| case | provider |") and table.count("\n| tiny |") == 2
+    assert table.startswith("| case | provider |") and table.count("\n| tiny |") == 3
+    assert "| tiny | fast_whole | fp32 | default (whole) | 4 | 0 | 0.00 |" in table

@@ -26,14 +26,20 @@ RESOLUTION_DEFAULTS = {
 PRECISIONS = ("auto", "bf16", "fp32")
 AUTO_BOOL = ("auto", "on", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+# What torch.compile covers. "trunk": G and D's residual trunk, each module's fused
+# spectral-norm update a graph of its own before the module's graph (torch.compile runs a
+# module's hooks outside its frame), DiffAugment's transform and the soft-label head eager.
+# "whole": one region per model call with every SN update inside it: G, and everything D does
+# to a batch (DiffAugment's transform, the trunk, the head with its own SN on each half).
+COMPILE_SCOPES = ("trunk", "whole")
 BEST_METRICS = ("intra_fid", "fid")
 
 # What may differ between a checkpoint's config and the resumed run's: how long it runs and
 # how often it reports; everything else changes the model, the data order or the optimiser.
 RESUMABLE_CHANGES = ("steps", "max_minutes", "log_every", "ckpt_every", "sample_every",
                      "eval_every", "eval_per_class", "best_metric", "progress", "tensorboard",
-                     "compile", "compile_mode", "impl", "precision", "channels_last",
-                     "deterministic", "reference", "device")
+                     "compile", "compile_mode", "compile_scope", "impl", "precision",
+                     "channels_last", "deterministic", "reference", "device")
 
 
 @dataclasses.dataclass
@@ -70,8 +76,9 @@ class TrainConfig:
     impl: str = "auto"
     precision: str = "auto"             # bf16 autocast on a GPU, fp32 on the CPU
     channels_last: str = "auto"         # on a GPU
-    compile: str = "auto"               # torch.compile G and D's trunk on a GPU
+    compile: str = "auto"               # torch.compile G and D (compile_scope) on a GPU
     compile_mode: str = "default"       # "reduce-overhead" adds CUDA graphs
+    compile_scope: str = "trunk"        # "whole": G and all of D's pass, one region each
     deterministic: bool = False         # torch.use_deterministic_algorithms
     device: Optional[str] = None        # default: cuda when present
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this long
@@ -127,7 +134,8 @@ class TrainConfig:
             raise ValueError(f"lecam must be >= 0 and lecam_decay in [0, 1), got {self.lecam}, "
                              f"{self.lecam_decay}")
         choices = dict(precision=PRECISIONS, channels_last=AUTO_BOOL, compile=AUTO_BOOL,
-                       compile_mode=COMPILE_MODES, best_metric=BEST_METRICS,
+                       compile_mode=COMPILE_MODES, compile_scope=COMPILE_SCOPES,
+                       best_metric=BEST_METRICS,
                        init=("ortho", "N02", "xavier"),
                        impl=("auto", "ref", "cpu", "cuda", "triton"))
         for name, allowed in choices.items():

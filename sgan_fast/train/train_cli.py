@@ -37,8 +37,11 @@ _HELP = {
     "mirror": "random horizontal flips of real images",
     "reference": "every op impl=ref, eager, float32 (the baseline of benchmarks and tests)",
     "precision": "auto (bf16 autocast on a GPU), bf16 or fp32",
-    "compile": "torch.compile G and D's trunk: auto (on a GPU), on or off",
+    "compile": "torch.compile G and D (see --compile-scope): auto (on a GPU), on or off",
     "compile_mode": "torch.compile mode; reduce-overhead adds CUDA graphs",
+    "compile_scope": "what --compile covers: trunk (G and D's trunk; augmentation and D's "
+                     "head eager) or whole (one graph per model call, spectral-norm updates "
+                     "inside: G, and D's augmentation, trunk and soft-label head)",
     "max_minutes": "stop, with a checkpoint, after this many minutes (0: no limit)",
     "device": "auto (cuda when present), cpu, cuda or cuda:<i>",
     "eval_every": "FID and intra-class FID every N steps (0: never); keeps best.pt",

@@ -13,10 +13,11 @@ augmentation parameters from another, so a resumed run draws exactly what the
 uninterrupted run would have.
 
 The fast path (the default on a GPU): bf16 autocast, channels_last, torch.compile of G and
-D's trunk, sgan_fast's fused ops ("auto"). `reference=True` runs the same model with every op
-impl="ref", eager and float32 (each of those three unless set explicitly: `reference=True,
-compile="on"` is the compiled reference): the baseline of the benchmarks and the
-equivalence tests.
+D's trunk (`compile_scope="whole"`: one region per model call with the spectral-norm updates
+inside, G and everything D does to a batch: augmentation, trunk and head), sgan_fast's fused
+ops ("auto"). `reference=True` runs the same model with every op impl="ref", eager and
+float32 (each of those three unless set explicitly: `reference=True, compile="on"` is the
+compiled reference): the baseline of the benchmarks and the equivalence tests.
 
 Losses are checked for NaN/Inf without a host sync per step: the first non-finite step of
 each loss is kept on the device and read at every log step and before every checkpoint, and
@@ -88,6 +89,48 @@ def bank_digest(bank) -> str:
     return h.hexdigest()
 
 
+class DiscriminatorPass(torch.nn.Module):
+    """What D does to a batch in a training step: DiffAugment's transform (its random
+    parameters are drawn outside, from the trainer's generator), the trunk, and the
+    soft-label head in float32 (B x F features; D's logits feed the loss directly).
+
+    forward(x, aug_params, labels) -> D(x) [B]; forward(x, aug_params, labels, fake_labels)
+    with x = [real; fake] (fake_labels' length is the fake half's) -> (D(real), D(fake)): the
+    trunk runs once on both halves, the head on each half with its own labels.
+
+    The unit of compile_scope="whole" (torch.compile of this module: one graph per call
+    signature, the trunk's fused SN hook and the head's SN inside it, no graph break); with
+    "trunk" only `trunk` is compiled and this runs eagerly around it. Not part of any
+    state_dict the trainer saves."""
+
+    def __init__(self, D, augment, trunk=None):
+        super().__init__()
+        self.D, self.augment = D, augment
+        self.trunk = D.trunk if trunk is None else trunk
+
+    def forward(self, x, aug_params, labels, fake_labels=None):
+        if aug_params is not None:
+            x = self.augment(x, aug_params)
+        h = self.trunk(x).float()
+        if fake_labels is None:
+            return self.D.head(h, labels)
+        n_real = h.shape[0] - fake_labels.shape[0]
+        return self.D.head(h[:n_real], labels), self.D.head(h[n_real:], fake_labels)
+
+
+class WholeCall(torch.nn.Module):
+    """module(*args) as a module of its own. torch.compile of a module runs the module's hooks
+    outside its graph (the fused spectral norm's update, a forward pre-hook, becomes a graph of
+    its own); compiling this wrapper traces the inner call with its hooks as one graph."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args):
+        return self.module(*args)
+
+
 class Trainer:
     """See the module docstring. `dataset`: an ArrayDataset or ImageFolder at the model's
     resolution (ArrayDataset.padded puts smaller images on a larger canvas); `bank`: a SoftLabelBank made
@@ -137,6 +180,9 @@ class Trainer:
             bank.check_dataset(dataset.fingerprint())
             self.data_info["bank_digest"] = bank_digest(bank)
             bank = bank.to(self.device)
+            # the plan's float32 tables (what the head reads) are built on first use and
+            # cached; built here, a compiled head never sees the cache change (a recompile)
+            bank.plan(self.target).tables(torch.float32)
         self.bank = bank
 
         torch.manual_seed(cfg.seed)
@@ -167,12 +213,18 @@ class Trainer:
         self.gen_z = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 1)
         self.gen_aug = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + 2)
 
+        # G_run: G; D_run: augmentation -> D's trunk -> head (DiscriminatorPass). Static
+        # shapes: D sees 2B images in D steps and B in G steps; two specialised graphs beat
+        # one dynamic-batch graph.
+        opts = dict(mode=cfg.compile_mode, dynamic=False)
         self.G_run, self.D_trunk = self.G, self.D.trunk
-        if self.compiled:
-            # static shapes: D's trunk sees 2B images in D steps and B in G steps; two
-            # specialised graphs beat one dynamic-batch graph
-            self.G_run = torch.compile(self.G, mode=cfg.compile_mode, dynamic=False)
-            self.D_trunk = torch.compile(self.D.trunk, mode=cfg.compile_mode, dynamic=False)
+        if self.compiled and cfg.compile_scope == "trunk":   # SN hooks: graphs of their own
+            self.G_run = torch.compile(self.G, **opts)
+            self.D_trunk = torch.compile(self.D.trunk, **opts)
+        self.D_run = DiscriminatorPass(self.D, self.augment, self.D_trunk)
+        if self.compiled and cfg.compile_scope == "whole":   # one graph per call, hooks inside
+            self.G_run = torch.compile(WholeCall(self.G), **opts)
+            self.D_run = torch.compile(self.D_run, **opts)
         # The trainer draws the classes and shapes itself; the models' input checks would only
         # add a host sync per call (and break a compiled graph).
         self.G.check_inputs = self.D.check_inputs = False
@@ -204,12 +256,12 @@ class Trainer:
             return y
         return self.bank.labels(idx, self.target)
 
-    def _aug(self, x):
+    def _aug_params(self, x):
+        """DiffAugment's random parameters for the batch x (None: no augmentation)."""
         if not self.augment:
-            return x
-        p = self.augment.sample(x.shape[0], x.shape[2], x.shape[3], generator=self.gen_aug,
-                                device=self.device)
-        return self.augment(x, p)
+            return None
+        return self.augment.sample(x.shape[0], x.shape[2], x.shape[3], generator=self.gen_aug,
+                                   device=self.device)
 
     def _next_batch(self):
         if self._batches is None:
@@ -234,11 +286,8 @@ class Trainer:
             x = torch.cat([real.to(fake.dtype), fake])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            h = self.D_trunk(self._aug(x))
-            # the head in float32: B x F features, and D's logits feed the loss directly
-            h = h.float()
-            d_real = self.D.head(h[:B], self._real_labels(y_real, idx))
-            d_fake = self.D.head(h[B:], y_fake)
+            d_real, d_fake = self.D_run(x, self._aug_params(x), self._real_labels(y_real, idx),
+                                        y_fake)
         loss, loss_real, loss_fake = hinge_d(d_real, d_fake)
         pen = torch.zeros((), device=self.device)
         if self.lecam is not None:
@@ -262,7 +311,7 @@ class Trainer:
         try:
             with self._autocast():
                 fake = self.G_run(z, y_fake)
-                d_fake = self.D.head(self.D_trunk(self._aug(fake)).float(), y_fake)
+                d_fake = self.D_run(fake, self._aug_params(fake), y_fake)
             loss = hinge_g(d_fake)
             self.opt_G.zero_grad(set_to_none=True)
             loss.backward()
