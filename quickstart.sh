@@ -5,8 +5,15 @@
 # eval on a real long-tailed dataset; about 6 minutes on 2 CPU cores).
 #   PYTHON=python3.12 bash quickstart.sh     # another interpreter (3.11 or 3.12)
 #   SGAN_FAST_CUDA=0 bash quickstart.sh      # skip the CUDA kernels
+#   SGAN_FAST_DEMO=quick bash quickstart.sh  # `sgan-fast demo --quick`: every stage and output,
+#                                            # briefly (CI sets it); unset or full: the full demo
 set -euo pipefail
 cd "$(dirname "$0")"
+case "${SGAN_FAST_DEMO:-full}" in
+    full) demo_flags="" ;;
+    quick) demo_flags="--quick" ;;
+    *) echo "quickstart.sh: SGAN_FAST_DEMO must be 'full' or 'quick', not '$SGAN_FAST_DEMO'" >&2; exit 2 ;;
+esac
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
@@ -23,4 +30,4 @@ fi
 # --no-build-isolation: the extension must be built against the torch installed above.
 .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
 .venv/bin/sgan-fast info
-.venv/bin/sgan-fast demo --out runs/demo --overwrite
+.venv/bin/sgan-fast demo --out runs/demo --overwrite $demo_flags

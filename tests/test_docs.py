@@ -1,11 +1,15 @@
-"""The runnable examples in docs/ run and do what they say."""
+"""The runnable examples in docs/ run and do what they say; the README's quickstart is what
+quickstart.sh and .ci/run do."""
 
+import os
 import pathlib
 import re
+import subprocess
 
 import pytest
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 
 
 def _python_blocks(path):
@@ -74,3 +78,33 @@ def test_synthetic_example_prints_what_the_guide_says(capsys):
     # the guide quotes the output right after the example
     quoted = re.search(r"\n```\n(.*?)```", text.split(example, 1)[1], flags=re.S).group(1).strip()
     assert out == quoted
+
+
+def test_ci_runs_the_readme_quickstart_commands_with_the_quick_demo():
+    """.ci/run runs the README's two commands as written, with SGAN_FAST_DEMO=quick."""
+    readme = (ROOT / "README.md").read_text()
+    commands = re.search(r"## Quickstart.*?```bash\n(.*?)```", readme, flags=re.S).group(1).splitlines()
+    assert commands == ["bash quickstart.sh", ".venv/bin/python -m pytest -q"]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert all(c in ci for c in commands)
+    assert ci.index('export SGAN_FAST_DEMO="${SGAN_FAST_DEMO:-quick}"') < ci.index(commands[0])
+    assert "SGAN_FAST_DEMO=quick" in readme
+
+
+def test_quickstart_passes_sgan_fast_demo_on_to_the_demo():
+    text = (ROOT / "quickstart.sh").read_text()
+    assert "SGAN_FAST_DEMO=quick" in text.split("set -euo pipefail")[0]     # the header says so
+    demo = [line for line in text.splitlines() if line.startswith(".venv/bin/sgan-fast demo")]
+    assert len(demo) == 1 and demo[0].endswith(" $demo_flags"), demo
+    case = re.search(r'^case "\$\{SGAN_FAST_DEMO:-full\}" in$.*?^esac$', text, flags=re.S | re.M).group(0)
+
+    def flags(value):
+        env = {k: v for k, v in os.environ.items() if k != "SGAN_FAST_DEMO"}
+        if value is not None:
+            env["SGAN_FAST_DEMO"] = value
+        return subprocess.run(["bash", "-c", case + '\necho "[$demo_flags]"'], env=env,
+                              capture_output=True, text=True)
+    assert flags(None).stdout == flags("full").stdout == "[]\n"        # users: the full demo
+    assert flags("quick").stdout == "[--quick]\n"
+    bad = flags("short")
+    assert bad.returncode == 2 and "must be 'full' or 'quick'" in bad.stderr and not bad.stdout

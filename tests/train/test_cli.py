@@ -118,6 +118,28 @@ def test_demo_runs_the_pipeline_and_says_where_its_outputs_are(tmp_path, capsys)
     assert report.count("\n| ") >= 11            # a row per class
     assert main(["demo", "--data", "mnist-5k", "--out", out, "--device", "cpu"]) == 2   # no overwrite
 
+    # --quick (quickstart.sh with SGAN_FAST_DEMO=quick, as .ci/run runs it): every stage, the
+    # same outputs, a fixed small size instead of the time budget
+    from sgan_fast.demo_cli import QUICK
+    quick = str(tmp_path / "quick")
+    assert main(["demo", "--data", "mnist-5k", "--quick", "--out", quick, "--device", "cpu"]) == 0
+    assert os.path.join(quick, "eval", "report.md") in capsys.readouterr().out
+
+    def outputs(folder):      # the sample grids taken along the way depend on the step count
+        return {os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder)
+                for f in files if not f.startswith("step-")}
+    assert not outputs(out) - outputs(quick), "the quick demo leaves out outputs of the full one"
+    steps = QUICK["steps"]
+    assert os.path.exists(os.path.join(quick, "gan", "samples", f"step-{steps // 2:07d}.png"))
+    ckpt, full_ckpt = load_checkpoint(os.path.join(quick, "gan")), load_checkpoint(os.path.join(out, "gan"))
+    assert ckpt["step"] == steps and ckpt["config"]["steps"] == steps
+    assert ckpt["config"]["max_minutes"] is None and full_ckpt["config"]["max_minutes"] > 0
+    log_steps = [int(r.split(",")[0]) for r in open(os.path.join(quick, "gan", "log.csv")).read().split()[1:]]
+    assert log_steps[-1] == steps
+    assert open(os.path.join(quick, "eval", "report.md")).read().count("\n| ") >= 11
+    assert main(["demo", "--quick", "--minutes", "1", "--out", quick, "--overwrite"]) == 2
+    assert "--minutes does not apply" in capsys.readouterr().err
+
 
 def test_overwrite_replaces_the_earlier_run_and_nothing_else(data, tmp_path, capsys):
     out = tmp_path / "run"
