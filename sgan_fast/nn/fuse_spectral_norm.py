@@ -209,6 +209,16 @@ def _legacy_hook(m: nn.Module):
     return None, None
 
 
+def _getter(m: nn.Module, name: str) -> Callable[[], torch.Tensor]:
+    """m.<name> as the module holds it now. A parameter or buffer is read from the module's
+    own dict (nn.Module.__getattr__ costs more, once per layer and call); .to() and
+    load_state_dict replace entries of that dict, never the dict itself."""
+    for table in (m._parameters, m._buffers):
+        if name in table:
+            return lambda table=table: table[name]
+    return lambda: getattr(m, name)
+
+
 def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
     from torch.nn.utils.parametrizations import _SpectralNorm
     layers, skipped = [], []
@@ -227,8 +237,8 @@ def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
                 elif original.dim() < 2 or sn.dim not in (0, 1):
                     skipped.append(f"{name}: weight of {original.dim()} dims with dim={sn.dim}")
                 else:
-                    layers.append(_Layer(name, m, "torch", lambda p=plist: p.original,
-                                         lambda sn=sn: sn._u, lambda sn=sn: sn._v,
+                    layers.append(_Layer(name, m, "torch", _getter(plist, "original"),
+                                         _getter(sn, "_u"), _getter(sn, "_v"),
                                          sn.n_power_iterations, sn.eps, sn.dim == 1))
             continue
         key, hook = _legacy_hook(m)
@@ -238,9 +248,8 @@ def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
                 skipped.append(f"{name}: weight of {orig.dim()} dims with dim={hook.dim}")
                 continue
             layers.append(_Layer(name, m, "torch_legacy",
-                                 lambda m=m, n=hook.name + "_orig": getattr(m, n),
-                                 lambda m=m, n=hook.name + "_u": getattr(m, n),
-                                 lambda m=m, n=hook.name + "_v": getattr(m, n),
+                                 _getter(m, hook.name + "_orig"), _getter(m, hook.name + "_u"),
+                                 _getter(m, hook.name + "_v"),
                                  hook.n_power_iterations, hook.eps, hook.dim == 1))
             continue
         if all(hasattr(m, a) for a in ("weight", "u0", "num_svs", "num_itrs", "eps", "W_")):
@@ -248,9 +257,9 @@ def _find(model: nn.Module) -> tuple[list[_Layer], list[str]]:
                 skipped.append(f"{name}: num_svs={m.num_svs}, transpose="
                                f"{getattr(m, 'transpose', False)} keeps its own update")
                 continue
-            layers.append(_Layer(name, m, "biggan", lambda m=m: m.weight, lambda m=m: m.u0, None,
+            layers.append(_Layer(name, m, "biggan", _getter(m, "weight"), _getter(m, "u0"), None,
                                  int(m.num_itrs), float(m.eps), False,
-                                 (lambda m=m: m.sv0) if hasattr(m, "sv0") else None))
+                                 _getter(m, "sv0") if hasattr(m, "sv0") else None))
     return layers, skipped
 
 
