@@ -4,8 +4,9 @@
 //
 //   spectral_norm_grouped(weights, us, vs, svs, transposed, num_iters, eps, mode, training,
 //                         check) -> (normalised weights, s [L])
-//   spectral_norm_power_iteration_update(<the same arguments>) -> (s [L], u per layer,
-//                         v per layer)
+//
+// and sn_power_iteration_update (spectral_norm_group.h), the power-iteration part, which the
+// projection head's one-call op uses for its two layers off the CPU.
 //
 // mode is the kernels' (0: BigGAN's order, 1: torch's, 2: s from the stored vectors). In
 // training mode the new u are written into `us`, the new v into `vs` when given, and s into
@@ -203,17 +204,6 @@ void store(TensorList dst, const Tensor& flat, const std::vector<int64_t>& sizes
   at::_foreach_copy_(views, flat.split_with_sizes(sizes));
 }
 
-std::vector<Tensor> pieces(const Tensor& flat, const std::vector<int64_t>& sizes) {
-  std::vector<Tensor> out;
-  out.reserve(sizes.size());
-  int64_t off = 0;
-  for (int64_t n : sizes) {
-    out.push_back(flat.narrow(0, off, n));
-    off += n;
-  }
-  return out;
-}
-
 struct PowerResult {
   Group g;
   Tensor s, u, v;
@@ -317,16 +307,6 @@ std::tuple<std::vector<Tensor>, Tensor> spectral_norm_grouped(
   return {outs, r.s};
 }
 
-std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> power_iteration_update(
-    TensorList ws, TensorList us, TensorList vs, TensorList svs, at::IntArrayRef transposed,
-    int64_t num_iters, double eps, int64_t mode, bool training, bool check) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  PowerResult r =
-      power_iteration_group(ws, us, vs, svs, transposed, num_iters, eps, mode, training, check);
-  at::AutoDispatchBelowADInplaceOrView below;
-  return {r.s, pieces(r.u, r.g.rows), pieces(r.v, r.g.cols)};
-}
-
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> sn_power_iteration_update(
@@ -343,24 +323,18 @@ TORCH_LIBRARY_FRAGMENT(sgan_fast, m) {
   m.def("spectral_norm_grouped(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, "
         "Tensor(c!)[] svs, int[] transposed, int num_iters, float eps, int mode, bool training, "
         "bool check) -> (Tensor[], Tensor)");
-  m.def("spectral_norm_power_iteration_update(Tensor[] weights, Tensor(a!)[] us, "
-        "Tensor(b!)[] vs, Tensor(c!)[] svs, int[] transposed, int num_iters, float eps, "
-        "int mode, bool training, bool check) -> (Tensor, Tensor[], Tensor[])");
 }
 
 // Kernels above autograd (they record the normalisation's node themselves), and for the
 // backend keys so that a call below autograd still runs.
 TORCH_LIBRARY_IMPL(sgan_fast, Autograd, m) {
   m.impl("spectral_norm_grouped", &sgan_fast::spectral_norm_grouped);
-  m.impl("spectral_norm_power_iteration_update", &sgan_fast::power_iteration_update);
 }
 TORCH_LIBRARY_IMPL(sgan_fast, CPU, m) {
   m.impl("spectral_norm_grouped", &sgan_fast::spectral_norm_grouped);
-  m.impl("spectral_norm_power_iteration_update", &sgan_fast::power_iteration_update);
 }
 #ifdef SGAN_FAST_WITH_CUDA
 TORCH_LIBRARY_IMPL(sgan_fast, CUDA, m) {
   m.impl("spectral_norm_grouped", &sgan_fast::spectral_norm_grouped);
-  m.impl("spectral_norm_power_iteration_update", &sgan_fast::power_iteration_update);
 }
 #endif

@@ -349,7 +349,6 @@ _TRITON_OPS = {"dense": torch.ops.sgan_fast.softlabel_proj_fwd_dense_triton,
 # eager call is one dispatcher call per direction. Used outside torch.compile; a compiled model
 # traces the backend ops below instead (their fake kernels and autograd are registered above).
 _PUBLIC_OP = torch.ops.sgan_fast.softlabel_proj.default if _ext.C is not None else None
-_FORM = {"dense": 0, "topk": 1, "hard": 2}
 _NO_INDEX: dict = {}  # device -> an empty int64 tensor (the unused bank-source arguments)
 
 

@@ -411,19 +411,17 @@ def _normalize(mats, vec: SNVectors, transposed, chosen: str) -> list[Tensor]:
     return outs
 
 
-# The public C++ ops (csrc/spectral_norm_autograd.cpp): per-layer checks, flattening, the
+# The public C++ op (csrc/spectral_norm_autograd.cpp): per-layer checks, flattening, the
 # buffer update and autograd in C++, one dispatcher call for a whole group. Used outside
 # torch.compile; a compiled model traces the backend ops above instead.
-_PUBLIC_OPS = ((torch.ops.sgan_fast.spectral_norm_grouped.default,
-                torch.ops.sgan_fast.spectral_norm_power_iteration_update.default)
-               if _ext.C is not None else None)
+_PUBLIC_OP = torch.ops.sgan_fast.spectral_norm_grouped.default if _ext.C is not None else None
 
 
 def _public_op_args(weights, us, vs, svs, semantics, num_iters, eps, training, transposed, impl):
     """The trailing arguments of the public C++ ops, or None when this call is for the
     Python path (a reference or Triton implementation, torch.compile tracing, or arguments
     the Python validation should name)."""
-    if (_PUBLIC_OPS is None or not isinstance(weights, (list, tuple)) or not weights
+    if (_PUBLIC_OP is None or not isinstance(weights, (list, tuple)) or not weights
             or not isinstance(weights[0], Tensor) or torch.compiler.is_compiling()):
         return None
     chosen = _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype)
@@ -471,7 +469,7 @@ def spectral_norm_grouped(weights: Sequence[Tensor], us: Sequence[Tensor],
     fast = _public_op_args(weights, us, vs, svs, semantics, num_iters, eps, training, transposed,
                            impl)
     if fast is not None:
-        outs, s = _PUBLIC_OPS[0](weights, us, *fast[:2], fast[2], *fast[3:], check)
+        outs, s = _PUBLIC_OP(weights, us, *fast[:2], fast[2], *fast[3:], check)
         return (outs, s) if return_scales else outs
     rows, cols = _validate(weights, us, vs, semantics, num_iters, eps, transposed)
     if _dispatch.resolve("spectral_norm", impl, weights[0].device, weights[0].dtype) == "ref":

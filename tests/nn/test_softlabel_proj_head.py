@@ -205,3 +205,22 @@ def test_bad_input_to_the_fused_head_leaves_its_buffers_alone():
         head(torch.randn(2, 8), torch.tensor([0, 7]))
     for k, v in head.named_buffers():
         assert torch.equal(v, before[k]), f"{k} changed by a call that raised"
+
+
+def test_fused_head_in_half_precision_takes_the_grouped_power_iteration(monkeypatch):
+    """float16 weights (and buffers, as .half() leaves them): the one-call head runs its power
+    iteration through the grouped op (vectors in float32, buffers written back in float16)
+    and agrees with the per-layer path."""
+    torch.manual_seed(4)
+    B, F_, C = 5, 12, 4
+    fused = SoftLabelProjectionHead(F_, C, impl="cpu").half()
+    plain = SoftLabelProjectionHead(F_, C, impl="cpu").half()
+    plain.load_state_dict(fused.state_dict())
+    monkeypatch.setattr(plain, "_fused", lambda h: False)
+    for _ in range(2):
+        h = torch.randn(B, F_).half()
+        P = torch.softmax(torch.randn(B, C), 1).half()
+        torch.testing.assert_close(fused(h, P).float(), plain(h, P).float(), rtol=2e-2, atol=2e-2)
+        for (name, a), b in zip(fused.named_buffers(), plain.buffers()):
+            assert a.dtype == torch.float16, name
+            torch.testing.assert_close(a.float(), b.float(), rtol=2e-3, atol=2e-3, msg=name)
