@@ -159,6 +159,14 @@ void check_args(const Tensor& h, const Tensor& lab, const Tensor& val, const Ten
   }
 }
 
+// The fused kernels give top-k label values no gradient: refuse values that want one.
+void check_no_topk_value_grad(const Tensor& val, int64_t form, int64_t mode) {
+  TORCH_CHECK_VALUE(mode != 0 || form != kTopk ||
+                        !(val.requires_grad() && at::GradMode::is_enabled()),
+                    "top-k label values do not get gradients from the fused kernels; detach "
+                    "them, pass dense labels, or use impl='ref'");
+}
+
 // The value checks of check=True (one device sync): label range, finite labels and vectors.
 void check_values(const Tensor& lab, const Tensor& val, int64_t form, int64_t C,
                   const Tensor& u_E, const Tensor& v_E, const Tensor& u_w, const Tensor& v_w,
@@ -284,7 +292,7 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     ctx->save_for_backward({hc, L1, L2, Ec, wc, uE, vE, uw, vw, s, raw, k.sel, k.cls});
     // The scalars in two entries (each saved_data entry is a string-keyed map insert).
     ctx->saved_data["ints"] = c10::List<int64_t>(
-        {k.form, k.mode, w.dim(), bias.has_value() ? bias->dim() : -1, k.e_transposed ? 1 : 0});
+        {k.form, k.mode, bias.has_value() ? bias->dim() : -1, k.e_transposed ? 1 : 0});
     ctx->saved_data["floats"] = c10::List<double>({k.alpha, k.beta, k.gamma});
     ctx->set_materialize_grads(false);
     *s_out = s;  // s leaves by the side: one output keeps the node (and the engine's work) small
@@ -300,8 +308,8 @@ struct SoftlabelProjFn : public torch::autograd::Function<SoftlabelProjFn> {
     const Tensor &s = saved[9], &raw = saved[10], &sel = saved[11], &cls = saved[12];
     const auto ints = ctx->saved_data["ints"].toIntList();
     const auto floats = ctx->saved_data["floats"].toDoubleList();
-    const int64_t form = ints[0], mode = ints[1], bias_dim = ints[3];
-    const bool e_transposed = ints[4] != 0;
+    const int64_t form = ints[0], mode = ints[1], bias_dim = ints[2];
+    const bool e_transposed = ints[3] != 0;
     const double alpha = floats[0], beta = floats[1], gamma = floats[2];
     const Tensor none;
     Tensor g = grads[0];
@@ -343,11 +351,7 @@ std::tuple<Tensor, Tensor> softlabel_proj(const Tensor& h, const Tensor& lab, co
   // reference does): the matrix products inside the kernels must not be recast.
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   check_args(h, lab, val, E, w, bias, u_E, v_E, u_w, v_w, form, mode);
-  if (mode == 0 && form == kTopk) {
-    TORCH_CHECK_VALUE(!(val.requires_grad() && at::GradMode::is_enabled()),
-                      "top-k label values do not get gradients from the fused kernels; detach "
-                      "them, pass dense labels, or use impl='ref'");
-  }
+  check_no_topk_value_grad(val, form, mode);
   if (check && mode == 0) check_values(lab, val, form, E.size(0), u_E, v_E, u_w, v_w);
   Tensor s;
   const ProjConsts k{val, u_E, v_E, u_w, v_w, sel, cls, form, mode, alpha, beta, gamma, false};
@@ -374,8 +378,8 @@ bool head_power_iteration_cpu(const Tensor& We, const Tensor& ue, const Tensor& 
         buffer_ok(ul, 1) && (!training || (buffer_ok(se, 1) && buffer_ok(sl, 1))) &&
         num_itrs >= 1 && eps > 0))
     return false;
-  // [v_E (F) | u_w (1) | u_E (C) | v_w (F)]: the layers' new u then v, E's swapped; four
-  // tensors allocated directly (no dispatcher calls: this is the host path being saved).
+  // The layers' new u and v (E's swapped: v_E is the embedding's u), allocated directly (no
+  // dispatcher calls: this is the host path being saved).
   auto vec = [&](int64_t n) { return at::detail::empty_cpu({n}, A, false); };
   u_E = vec(C), v_E = vec(F), u_w = vec(1), v_w = vec(F);
   AT_DISPATCH_FLOATING_TYPES(T, "softlabel_proj_sn_power", [&] {
@@ -422,11 +426,7 @@ Tensor softlabel_proj_sn(const Tensor& h, const Tensor& lab, const Tensor& val,
     check_args(h, lab, val, embed_weight.t(), lin_weight, lin_bias, lin_u, lin_u, lin_u, lin_u,
                form, mode, false);
   }
-  if (mode == 0 && form == kTopk) {
-    TORCH_CHECK_VALUE(!(val.requires_grad() && at::GradMode::is_enabled()),
-                      "top-k label values do not get gradients from the fused kernels; detach "
-                      "them, pass dense labels, or use impl='ref'");
-  }
+  check_no_topk_value_grad(val, form, mode);
   // The labels' value checks before the buffers change; the vectors come from the power
   // iteration (a non-finite weight shows as a non-finite s below).
   if (check && mode == 0) check_values(lab, val, form, C, lin_u, lin_u, lin_u, lin_u, false);

@@ -211,8 +211,8 @@ struct PowerResult {
 
 // Checks, power iteration, the in-place update of the buffers.
 PowerResult power_iteration_group(TensorList ws, TensorList us, TensorList vs, TensorList svs,
-                            at::IntArrayRef transposed, int64_t num_iters, double eps,
-                            int64_t mode, bool training, bool check) {
+                                  at::IntArrayRef transposed, int64_t num_iters, double eps,
+                                  int64_t mode, bool training, bool check) {
   TORCH_CHECK_VALUE(mode >= 0 && mode <= 2, "spectral_norm: mode must be 0, 1 or 2, got ", mode);
   TORCH_CHECK_VALUE(num_iters >= 1, "num_iters must be a positive integer, got ", num_iters);
   TORCH_CHECK_VALUE(eps > 0, "eps must be positive, got ", py_float(eps));
@@ -237,6 +237,21 @@ PowerResult power_iteration_group(TensorList ws, TensorList us, TensorList vs, T
   return r;
 }
 
+// Each layer's piece of a concatenated buffer as that layer's tensor: viewed in its matrix's
+// shape, with dims 0 and 1 swapped back for a transposed layer.
+variable_list layer_views(const Tensor& flat, const std::vector<Tensor>& mats,
+                          at::IntArrayRef transposed) {
+  variable_list out;
+  out.reserve(mats.size());
+  int64_t off = 0;
+  for (size_t l = 0; l < mats.size(); ++l) {
+    Tensor piece = flat.narrow(0, off, mats[l].numel()).view(mats[l].sizes());
+    off += mats[l].numel();
+    out.push_back(is_transposed(transposed, l) ? piece.transpose(0, 1) : piece);
+  }
+  return out;
+}
+
 // W_l / s_l for every layer; the gradient dL/dW = G / s - (<G, W> / s^2) u v^T.
 struct SnNormalizeFn : public torch::autograd::Function<SnNormalizeFn> {
   static variable_list forward(AutogradContext* ctx, TensorList ws, const Tensor& u,
@@ -244,15 +259,7 @@ struct SnNormalizeFn : public torch::autograd::Function<SnNormalizeFn> {
                                const std::vector<Tensor>& mats,
                                const std::vector<int64_t>& transposed) {
     at::AutoDispatchBelowADInplaceOrView below;
-    const Tensor flat = normalize_fwd_op().call(mats, u, v, s);
-    variable_list outs;
-    outs.reserve(mats.size());
-    int64_t off = 0;
-    for (size_t l = 0; l < mats.size(); ++l) {
-      Tensor piece = flat.narrow(0, off, mats[l].numel()).view(mats[l].sizes());
-      off += mats[l].numel();
-      outs.push_back(is_transposed(transposed, l) ? piece.transpose(0, 1) : piece);
-    }
+    variable_list outs = layer_views(normalize_fwd_op().call(mats, u, v, s), mats, transposed);
     variable_list saved(mats.begin(), mats.end());
     saved.push_back(u);
     saved.push_back(v);
@@ -283,16 +290,9 @@ struct SnNormalizeFn : public torch::autograd::Function<SnNormalizeFn> {
         flat.push_back(gm.reshape({-1}));
       }
     }
-    const Tensor gflat = normalize_bwd_op().call(at::cat(flat), mats, u, v, s);
-    variable_list out;
-    out.reserve(L + 5);
-    int64_t off = 0;
-    for (size_t l = 0; l < L; ++l) {
-      Tensor piece = gflat.narrow(0, off, mats[l].numel()).view(mats[l].sizes());
-      off += mats[l].numel();
-      out.push_back(is_transposed(transposed, l) ? piece.transpose(0, 1) : piece);
-    }
-    for (int i = 0; i < 5; ++i) out.emplace_back();  // u, v, s, mats, transposed
+    variable_list out =
+        layer_views(normalize_bwd_op().call(at::cat(flat), mats, u, v, s), mats, transposed);
+    out.resize(L + 5);  // no gradient for u, v, s, mats, transposed
     return out;
   }
 };
