@@ -58,12 +58,11 @@ class FusedSpectralNorm:
         self._current: Optional[dict] = None
         # Layers by their fixed settings, in model order: each is one grouped call as long as
         # its weights share a device and dtype and its modules one training mode.
-        self._static: dict = {}
+        by_settings: dict = {}
         for layer in layers:
-            self._static.setdefault((layer.semantics, layer.num_iters, layer.eps), []).append(layer)
-        self._static = [(key, members, [layer.transposed for layer in members],
-                         all(layer.sv is not None for layer in members))
-                        for key, members in self._static.items()]
+            by_settings.setdefault((layer.semantics, layer.num_iters, layer.eps), []).append(layer)
+        self._static = [(key, members, [layer.transposed for layer in members])
+                        for key, members in by_settings.items()]
         self._undo: list[Callable[[], None]] = []
         for layer in layers:
             self._undo.append(_install(layer, self))
@@ -87,26 +86,17 @@ class FusedSpectralNorm:
     def update(self) -> dict:
         """Runs the grouped update now; {id(layer module): normalised weight}."""
         groups = []
-        for key, layers, transposed, all_sv in self._static:
+        for key, layers, transposed in self._static:
             weights = [layer.weight() for layer in layers]
             W0, training = weights[0], layers[0].module.training
             dev, dtype = W0.device, W0.dtype
             if not all(W.device == dev and W.dtype == dtype and layer.module.training == training
                        for W, layer in zip(weights, layers)):
                 return self._update_mixed()
-            groups.append((key, layers, transposed, all_sv, weights, training))
+            groups.append((key, layers, weights, training, transposed))
         out = {}
-        for (semantics, num_iters, eps), layers, transposed, all_sv, weights, training in groups:
-            vs = None if semantics == "biggan" else [layer.v() for layer in layers]
-            normed, s = spectral_norm_grouped(
-                weights, [layer.u() for layer in layers], vs, semantics=semantics,
-                num_iters=num_iters, eps=eps, training=training, transposed=transposed,
-                impl=self.impl, check=self.check, return_scales=True,
-                svs=[layer.sv() for layer in layers] if (training and all_sv) else None)
-            if training and not all_sv:
-                _store_some_scales(layers, s)
-            for layer, w in zip(layers, normed):
-                out[id(layer.module)] = w
+        for key, layers, weights, training, transposed in groups:
+            self._run_group(out, *key, layers, weights, training, transposed)
         return out
 
     def _update_mixed(self) -> dict:
@@ -124,20 +114,25 @@ class FusedSpectralNorm:
             group[1].append(W)
         out = {}
         for (semantics, num_iters, eps, _, _, training), (layers, weights) in groups.items():
-            vs = None if semantics == "biggan" else [layer.v() for layer in layers]
-            with_sv = [layer for layer in layers if layer.sv is not None]
-            all_sv = len(with_sv) == len(layers)
-            normed, s = spectral_norm_grouped(
-                weights, [layer.u() for layer in layers], vs, semantics=semantics,
-                num_iters=num_iters, eps=eps, training=training,
-                transposed=[layer.transposed for layer in layers], impl=self.impl,
-                check=self.check, return_scales=True,
-                svs=[layer.sv() for layer in layers] if (training and all_sv) else None)
-            if training and with_sv and not all_sv:
-                _store_some_scales(layers, s)
-            for layer, w in zip(layers, normed):
-                out[id(layer.module)] = w
+            self._run_group(out, semantics, num_iters, eps, layers, weights, training,
+                            [layer.transposed for layer in layers])
         return out
+
+    def _run_group(self, out: dict, semantics: str, num_iters: int, eps: float,
+                   layers: list, weights: list, training: bool, transposed: list) -> None:
+        """One grouped call for layers of one semantics, device, dtype and training mode;
+        their normalised weights into `out`, s into the sv buffers in training mode."""
+        vs = None if semantics == "biggan" else [layer.v() for layer in layers]
+        all_sv = all(layer.sv is not None for layer in layers)
+        normed, s = spectral_norm_grouped(
+            weights, [layer.u() for layer in layers], vs, semantics=semantics,
+            num_iters=num_iters, eps=eps, training=training, transposed=transposed,
+            impl=self.impl, check=self.check, return_scales=True,
+            svs=[layer.sv() for layer in layers] if (training and all_sv) else None)
+        if training and not all_sv:
+            _store_some_scales(layers, s)
+        for layer, w in zip(layers, normed):
+            out[id(layer.module)] = w
 
     def remove(self) -> None:
         """Gives every layer its own update back."""
