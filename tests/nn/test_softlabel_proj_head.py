@@ -162,6 +162,15 @@ def _labels(kind, B, C, dtype, g):
     return (bank, torch.randint(0, 30, (B,), generator=g), "mix:0.6")
 
 
+def _fused_and_plain(F_, C, to, monkeypatch):
+    """Two heads with the same state: one as it runs, one forced onto the per-layer path."""
+    fused = to(SoftLabelProjectionHead(F_, C, impl="cpu"))
+    plain = to(SoftLabelProjectionHead(F_, C, impl="cpu"))
+    plain.load_state_dict(fused.state_dict())
+    monkeypatch.setattr(plain, "_fused", lambda h: False)
+    return fused, plain
+
+
 @pytest.mark.parametrize("kind", ["dense", "hard", "topk", "bank"])
 def test_fused_head_equals_the_per_layer_path(kind, monkeypatch):
     """The one-call head (C++ power iteration of both layers, buffer updates, projection) and
@@ -169,10 +178,7 @@ def test_fused_head_equals_the_per_layer_path(kind, monkeypatch):
     eval mode: outputs, every gradient, u0 and sv0."""
     torch.manual_seed(3)
     B, F_, C = 6, 10, 5
-    fused = SoftLabelProjectionHead(F_, C, impl="cpu").double()
-    plain = SoftLabelProjectionHead(F_, C, impl="cpu").double()
-    plain.load_state_dict(fused.state_dict())
-    monkeypatch.setattr(plain, "_fused", lambda h: False)
+    fused, plain = _fused_and_plain(F_, C, lambda m: m.double(), monkeypatch)
     calls = []
     real = torch.ops.sgan_fast.softlabel_proj_sn.default
     import sgan_fast.nn.softlabel_proj_head as head_mod
@@ -213,10 +219,7 @@ def test_fused_head_in_half_precision_takes_the_grouped_power_iteration(monkeypa
     and agrees with the per-layer path."""
     torch.manual_seed(4)
     B, F_, C = 5, 12, 4
-    fused = SoftLabelProjectionHead(F_, C, impl="cpu").half()
-    plain = SoftLabelProjectionHead(F_, C, impl="cpu").half()
-    plain.load_state_dict(fused.state_dict())
-    monkeypatch.setattr(plain, "_fused", lambda h: False)
+    fused, plain = _fused_and_plain(F_, C, lambda m: m.half(), monkeypatch)
     for _ in range(2):
         h = torch.randn(B, F_).half()
         P = torch.softmax(torch.randn(B, C), 1).half()
