@@ -83,12 +83,35 @@ def main(argv=None) -> int:
                 "classify": classify_cli.run, "train": train_cli.run_train,
                 "sample": train_cli.run_sample, "eval": eval_cli.run,
                 "synthesize": synth_cli.run, "downstream": downstream_cli.run}
+    from . import distributed
     try:
+        if distributed.launched_by_torchrun():
+            _init_world(args)
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
-        # Bad input (flags, files, datasets) gets one clear line, not a traceback.
-        print(f"sgan-fast {args.command}: error: {exc}", file=sys.stderr)
+        # Bad input (flags, files, datasets) gets one clear line, not a traceback; under
+        # torchrun every rank prints it (the checks fail on all ranks alike).
+        world = distributed.current()
+        who = f" [rank {world.rank}]" if world.distributed else ""
+        print(f"sgan-fast {args.command}{who}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
+
+
+def _init_world(args) -> None:
+    """The process group of a torchrun launch, for the commands that split their work."""
+    from . import distributed
+    if args.command not in distributed.DISTRIBUTED_COMMANDS:
+        _, _, size = distributed.env_world()
+        if size > 1:
+            raise distributed.DistributedError(
+                f"`sgan-fast {args.command}` runs in one process; launch it without torchrun "
+                f"(multi-process commands: {', '.join(distributed.DISTRIBUTED_COMMANDS)})")
+        return
+    distributed.init_distributed(getattr(args, "device", None) or "auto",
+                                 backend=getattr(args, "dist_backend", "auto"),
+                                 timeout_minutes=getattr(args, "dist_timeout", 30.0))
 
 
 if __name__ == "__main__":

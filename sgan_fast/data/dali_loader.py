@@ -70,11 +70,12 @@ class DALILoader(LoaderBase):
     def _source(self, start: int):
         def batch(info):
             step = start + int(getattr(info, "iteration", info))  # BatchInfo or iteration
-            idx = self.sampler.batch_at(step)
+            idx = self.sampler.local(self.sampler.batch_at(step))   # this rank's slice
             files = [self._read(self.folder.paths[i]) for i in idx]
             labels = [np.array([self.folder.labels[i]], dtype=np.int64) for i in idx]
             indices = [np.array([i], dtype=np.int64) for i in idx]
-            flips = [np.array(f if self.flip else False, dtype=np.int32) for f in step_flips(self.flip_seed, step, self.sampler.batch_size)]
+            step_flip = self.sampler.local(step_flips(self.flip_seed, step, self.sampler.batch_size))
+            flips = [np.array(f if self.flip else False, dtype=np.int32) for f in step_flip]
             return files, labels, indices, flips
         return batch
 
@@ -83,7 +84,7 @@ class DALILoader(LoaderBase):
         gpu = self.device.type == "cuda"
         res, channels = self.resolution, self.folder.channels
 
-        @self._pipeline_def(batch_size=self.sampler.batch_size, num_threads=self._num_threads,
+        @self._pipeline_def(batch_size=self.sampler.local_batch_size, num_threads=self._num_threads,
                             device_id=(self.device.index or 0) if gpu else None,
                             prefetch_queue_depth=2)
         def pipe():
@@ -112,7 +113,7 @@ class DALILoader(LoaderBase):
     def _name_bad_file(self, step: int, exc: Exception):
         # the pipeline runs ahead (prefetch depth 2): the bad file is in one of three batches
         for s in range(step, step + 3):
-            for i in self.sampler.batch_at(s):
+            for i in self.sampler.local(self.sampler.batch_at(s)):
                 try:
                     self.folder._decode(self.folder.paths[i])
                 except ValueError as bad:

@@ -54,14 +54,17 @@ class GPUResidentLoader(LoaderBase):
 
     @property
     def batch_size(self) -> int:
-        return self.sampler.batch_size
+        """The batch this loader hands out: this rank's slice of the global batch."""
+        return self.sampler.local_batch_size
 
     def _load_epoch(self, epoch: int) -> None:
-        self._batches = torch.from_numpy(self.sampler.epoch_indices(epoch)).to(self.device)
-        if self.flip:
+        batches = torch.from_numpy(self.sampler.epoch_indices(epoch))
+        self._batches = self.sampler.local(batches).to(self.device)
+        if self.flip:   # drawn for the global batches, then sliced: the same on every world size
             g = torch.Generator(device=self.device)
             g.manual_seed(self.flip_seed * 1_000_003 + epoch)
-            self._flips = torch.rand(self._batches.shape, generator=g, device=self.device) < 0.5
+            flips = torch.rand(batches.shape, generator=g, device=self.device) < 0.5
+            self._flips = self.sampler.local(flips)
         self._epoch = epoch
 
     def batch(self, step: int):

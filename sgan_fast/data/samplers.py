@@ -14,6 +14,12 @@ The batches of epoch e depend only on (seed, e): `epoch_indices(e)` recomputes t
 run resumed at step s (epoch s // steps_per_epoch, offset s % steps_per_epoch) continues
 with exactly the batches it would have seen. Random numbers come from numpy's PCG64 seeded
 with SeedSequence([seed, epoch]), the same on every platform.
+
+Several processes (torchrun): `batch_size` is the *global* batch and every rank draws the
+same global batches; `BatchSampler(..., rank=r, world_size=W)` only adds `local(...)`, which
+cuts rank r's contiguous slice [r*b, (r+1)*b) (b = batch_size / W) out of a global batch (or
+of anything laid out like one, such as the flips), so the sequence of global batches does not
+depend on the world size and a run may resume with another one.
 """
 
 from __future__ import annotations
@@ -33,11 +39,19 @@ class BatchSampler(torch.utils.data.Sampler):
     indices from its current step on, so it also serves as a DataLoader batch_sampler."""
 
     def __init__(self, labels, batch_size: int, *, mode: str = "instance", seed: int = 0,
-                 num_classes: Optional[int] = None):
+                 num_classes: Optional[int] = None, rank: int = 0, world_size: int = 1):
         if mode not in MODES:
             raise ValueError(f"unknown sampling mode {mode!r}; choose one of {', '.join(MODES)}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if batch_size % world_size:
+            raise ValueError(f"the global batch size {batch_size} is not divisible by the world "
+                             f"size {world_size}: every rank takes an equal slice; choose a "
+                             f"batch size that is a multiple of {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.local_batch_size = batch_size // world_size
         y, C = class_labels(labels, num_classes, allow_empty=False)
         self.labels = y
         self.num_images, self.num_classes = len(y), C
@@ -72,6 +86,14 @@ class BatchSampler(torch.utils.data.Sampler):
             offset = np.floor(rng.random(n) * sizes).astype(np.int64)
             flat = self._by_class[self._starts[cls] + np.minimum(offset, sizes - 1)]
         return flat.reshape(self.steps_per_epoch, self.batch_size).astype(np.int64)
+
+    def local(self, batches):
+        """This rank's slice of the last dimension of global batches (an array or tensor of
+        [..., B]): [..., rank*b:(rank+1)*b]; the batches themselves with one process."""
+        if self.world_size == 1:
+            return batches
+        b = self.local_batch_size
+        return batches[..., self.rank * b:(self.rank + 1) * b]
 
     def batch_at(self, step: int) -> np.ndarray:
         """The batch of global step `step` [B]."""

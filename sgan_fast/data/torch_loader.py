@@ -29,7 +29,7 @@ class _Batches:
     def __iter__(self):
         it = self.sampler.iterate(self.start)
         while True:
-            yield next(it)[1].tolist()
+            yield self.sampler.local(next(it)[1]).tolist()   # this rank's slice
 
 
 def _collate(items):
@@ -53,7 +53,8 @@ class TorchLoader(LoaderBase):
     def _finish(self, step: int, images, labels, indices):
         x = images.to(self.device, non_blocking=True)
         if self.flip:
-            flips = torch.from_numpy(step_flips(self.flip_seed, step, self.sampler.batch_size))
+            flips = torch.from_numpy(self.sampler.local(
+                step_flips(self.flip_seed, step, self.sampler.batch_size)))
             x = torch.where(flips.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
         return (self._images_out(x), labels.to(self.device, non_blocking=True),
                 indices.to(self.device, non_blocking=True))

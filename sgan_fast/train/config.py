@@ -39,7 +39,7 @@ BEST_METRICS = ("intra_fid", "fid")
 RESUMABLE_CHANGES = ("steps", "max_minutes", "log_every", "ckpt_every", "sample_every",
                      "eval_every", "eval_per_class", "best_metric", "progress", "tensorboard",
                      "compile", "compile_mode", "compile_scope", "impl", "precision",
-                     "channels_last", "deterministic", "reference", "device")
+                     "channels_last", "deterministic", "reference", "device", "cross_replica")
 
 
 @dataclasses.dataclass
@@ -80,6 +80,7 @@ class TrainConfig:
     compile_mode: str = "default"       # "reduce-overhead" adds CUDA graphs
     compile_scope: str = "trunk"        # "whole": G and all of D's pass, one region each
     deterministic: bool = False         # torch.use_deterministic_algorithms
+    cross_replica: bool = False         # G's batch norm over every rank's batch (torchrun)
     device: Optional[str] = None        # default: cuda when present
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this long
     # outputs

@@ -67,10 +67,16 @@ class LeCam:
     @torch.no_grad()
     def update(self, d_real: Tensor, d_fake: Tensor) -> None:
         """``ema = decay * ema + (1 - decay) * mean(d)`` for real and fake, in place."""
-        self._follow(d_real.device)
+        self.update_means(d_real.detach().float().mean(), d_fake.detach().float().mean())
+
+    @torch.no_grad()
+    def update_means(self, real_mean: Tensor, fake_mean: Tensor) -> None:
+        """``update`` from the batch means themselves (a multi-process trainer passes the
+        means over every rank's batch, so that the averages are the same on every rank)."""
+        self._follow(real_mean.device)
         w = 1.0 - self.decay
-        self.ema_real.lerp_(d_real.detach().float().mean(), w)
-        self.ema_fake.lerp_(d_fake.detach().float().mean(), w)
+        self.ema_real.lerp_(real_mean.float(), w)
+        self.ema_fake.lerp_(fake_mean.float(), w)
 
     def penalty(self, d_real: Tensor, d_fake: Tensor) -> Tensor:
         """The LeCam term (float32 scalar); differentiable in ``d_real`` and ``d_fake``."""

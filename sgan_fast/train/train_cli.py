@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from .. import distributed
 from .._device import pick_device
 from .._io import atomic_savez, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
@@ -106,6 +107,7 @@ def add_parser(sub) -> None:
     e.add_argument("--classifier", default=None, help="classifier.pt from `sgan-fast classify`")
     e.add_argument("--inception", default=None, help="Inception weights file (see `sgan-fast eval`)")
     add_config_args(p)
+    distributed.add_dist_args(p)
     p._option_string_actions["--resolution"].help = ("the model's resolution: 32, 64 or 128 (image "
                                                      "folders are resized to it, smaller arrays padded)")
 
@@ -148,11 +150,37 @@ def evaluator_for(args, train, cfg: TrainConfig, device):
 
 
 def run_train(args) -> int:
+    """One process, or one rank of a torchrun launch (every rank runs this; rank 0 writes)."""
+    world = distributed.current()
+    try:   # what each rank checks alone: a failure on any rank stops all ranks, before any work
+        setup, problem = _train_setup(args, world), None
+    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
+        if not world.distributed:
+            raise
+        setup, problem = None, str(exc)
+    world.check_all(problem)
+    return _train(args, world, *setup)
+
+
+def _elastic_restart(args, world) -> bool:
+    """torchrun restarted the workers (--max-restarts) of a run that has a checkpoint: resume
+    it, whatever --resume/--overwrite said (an --overwrite now would delete the progress)."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts == 0 or latest_checkpoint(args.out) is None:
+        return False
+    if world.is_main:
+        print(f"sgan-fast train: restart {restarts} of an elastic launch: resuming from "
+              f"{latest_checkpoint(args.out)}", file=sys.stderr)
+    args.resume, args.overwrite = True, False
+    return True
+
+
+def _train_setup(args, world):
     from ..labels.bank import SoftLabelBank
-    from .trainer import Trainer
 
     out = args.out
     writable_dir(out)
+    _elastic_restart(args, world)
     existing = latest_checkpoint(out)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite replaces it: pick one")
@@ -177,19 +205,35 @@ def run_train(args) -> int:
         raise ValueError(f"--target {cfg.target} needs --bank (the bank.npz `sgan-fast classify` "
                          "writes for this training set), or --target onehot for plain BigGAN")
     device = pick_device(cfg.device)     # a device that cannot be used: refused before any work
-    evaluator = evaluator_for(args, train, cfg, device) if cfg.eval_every else None
+    # rank 0 evaluates; its failure to set up is every rank's (check_all in run_train)
+    evaluator = (evaluator_for(args, train, cfg, device) if cfg.eval_every and world.is_main
+                 else None)
     data_info = dict(spec=dataclasses.asdict(data_spec(args)), bank=args.bank)
     kw = dict(bank=bank, out=out, evaluator=evaluator, data_info=data_info)
+    return cfg, train, existing, kw
+
+
+def _train(args, world, cfg, train, existing, kw) -> int:
+    from .trainer import Trainer
+
+    out = args.out
     trainer = (Trainer.resume(cfg, train, existing, **kw) if args.resume
                else Trainer(cfg, train, **kw))     # builds the models; writes nothing yet
-    if args.overwrite and not args.resume:
+    world.check_shared_dir(out)   # before --overwrite deletes anything
+    if args.overwrite and not args.resume and world.is_main:
         clear_run(out)            # only now: the data, the bank, the settings and the models checked out
+    world.barrier()
     c = trainer.cfg
-    print(f"sgan-fast train: BigGAN-{c.resolution} ch={c.ch} on {len(train)} images, "
-          f"{train.num_classes} classes, target {c.target}, batch {c.batch_size} x {c.d_steps} D "
-          f"steps, {trainer.device}{' (reference)' if c.reference else ''}, from step "
-          f"{trainer.step} to {c.steps}", file=sys.stderr)
+    ranks = (f" on {world.world_size} ranks ({world.backend}, {c.batch_size // world.world_size} "
+             "per rank)" if world.distributed else "")
+    if world.is_main:
+        print(f"sgan-fast train: BigGAN-{c.resolution} ch={c.ch} on {len(train)} images, "
+              f"{train.num_classes} classes, target {c.target}, batch {c.batch_size} x {c.d_steps} D "
+              f"steps, {trainer.device}{' (reference)' if c.reference else ''}{ranks}, from step "
+              f"{trainer.step} to {c.steps}", file=sys.stderr)
     result = trainer.fit()
+    if not world.is_main:
+        return 128 + int(result.signal or 15) if result.status == "interrupted" else 0
     print(f"sgan-fast train: {result.status} at step {result.step} ({result.seconds:.0f} s, "
           f"{result.images_per_second:.0f} real img/s); checkpoint {result.checkpoint}")
     if result.best:

@@ -22,6 +22,13 @@ compiled reference): the baseline of the benchmarks and the equivalence tests.
 Losses are checked for NaN/Inf without a host sync per step: the first non-finite step of
 each loss is kept on the device and read at every log step and before every checkpoint, and
 training stops naming the step and the loss, without overwriting the last good checkpoint.
+
+Several processes (torchrun; docs/distributed.md): cfg.batch_size is the global batch, each
+rank trains on its slice (batch_size / world size) of the same global batches, latents,
+classes and augmentation parameters (every rank draws the global ones from the same
+generators and keeps its slice), D and G are wrapped in DistributedDataParallel each for its
+own step, rank 0 writes every file, and stops (signals, time limit, non-finite losses) are
+agreed on by all ranks at the same step.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .. import distributed
 from .._device import pick_device
 from .._io import atomic_write_text, remove_partial_writes
 from .._progress import Progress
@@ -141,8 +149,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dataset, *, bank=None, out: Optional[str] = None,
                  evaluator: Optional[Callable] = None, data_info: Optional[dict] = None,
-                 callbacks: tuple = ()):
+                 callbacks: tuple = (), world: Optional[distributed.World] = None):
         cfg = cfg.resolved()
+        self.world = world = world if world is not None else distributed.current()
         if cfg.reference:   # every op "ref"; what is left at auto: float32, eager, NCHW
             auto_off = {k: v for k, v in (("precision", "fp32"), ("channels_last", "off"),
                                           ("compile", "off")) if getattr(cfg, k) == "auto"}
@@ -184,12 +193,26 @@ class Trainer:
             # cached; built here, a compiled head never sees the cache change (a recompile)
             bank.plan(self.target).tables(torch.float32)
         self.bank = bank
+        # Before the first collective that assumes equal settings (DDP's, the loader's slices):
+        # ranks launched with other flags or files fail together, naming the difference.
+        world.agree("the run's settings, data and soft-label bank",
+                    dict({k: v for k, v in cfg.to_dict().items() if k != "device"},
+                         dataset_fingerprint=self.data_info["fingerprint"],
+                         bank_digest=self.data_info.get("bank_digest")))
+        if cfg.batch_size % world.world_size:
+            raise ValueError(f"the global batch size {cfg.batch_size} is not divisible by the "
+                             f"world size {world.world_size}: every rank trains on an equal "
+                             f"slice; pass a --batch-size that is a multiple of {world.world_size}")
+        self.local_batch_size = cfg.batch_size // world.world_size
 
         torch.manual_seed(cfg.seed)
         attention = cfg.attention or None          # 0 in a config: no attention
         g_kw = dict(ch=cfg.ch, z_dim=cfg.z_dim, shared_dim=cfg.shared_dim, attention=attention,
                     out_channels=self.channels, init=cfg.init, impl=cfg.impl)
         self.G = Generator(R, C, **g_kw).to(self.device)
+        if cfg.cross_replica and world.distributed:
+            from ..nn.cross_replica_bn import cross_replica_batch_norm
+            cross_replica_batch_norm(self.G)
         self.D = Discriminator(R, C, ch=cfg.ch, attention=attention, in_channels=self.channels,
                                init=cfg.init, impl=cfg.impl).to(self.device)
         self.G_ema = Generator(**self.G.config).to(self.device)
@@ -206,7 +229,7 @@ class Trainer:
         self.augment = DiffAugment(cfg.augment)
 
         sampler = BatchSampler(dataset.labels, cfg.batch_size, mode=cfg.sampler, seed=cfg.seed,
-                               num_classes=C)
+                               num_classes=C, rank=world.rank, world_size=world.world_size)
         self.loader = make_loader(dataset, sampler, device=self.device, flip=cfg.mirror,
                                   flip_seed=cfg.seed, channels_last=self.channels_last)
         self._batches = None
@@ -228,6 +251,18 @@ class Trainer:
         # The trainer draws the classes and shapes itself; the models' input checks would only
         # add a host sync per call (and break a compiled graph).
         self.G.check_inputs = self.D.check_inputs = False
+        # What each step trains through: D_train in D steps, G_train in G steps. Under DDP each
+        # wrapper runs forward and backward once per step of its own model, and every one of
+        # its parameters gets a gradient there (G runs unwrapped under no_grad in D steps, D
+        # unwrapped and frozen in G steps), so find_unused_parameters is not needed. Buffers
+        # (BN statistics, spectral-norm vectors) are not broadcast at each forward: rank 0's
+        # are broadcast once per step, after the G step (see _sync_buffers).
+        self.G_train, self.D_train = self.G_run, self.D_run
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ddp = dict(device_ids=None, forward_sync_buffers=False, find_unused_parameters=False)
+            self.G_train = DDP(self.G_run, **ddp)
+            self.D_train = DDP(self.D_run, **ddp)
 
         self.step = 0
         self.best: Optional[dict] = None
@@ -247,8 +282,14 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _fake_batch(self, n: int):
-        z = latents(n, self.G.config["z_dim"], generator=self.gen_z, device=self.device)
-        y = torch.randint(0, self.num_classes, (n,), generator=self.gen_z, device=self.device)
+        """This rank's n latents and classes: the global batch (n x world size) is drawn and
+        rank r keeps rows [r*n, (r+1)*n), so the run is the same on any number of ranks."""
+        W = self.world.world_size
+        z = latents(n * W, self.G.config["z_dim"], generator=self.gen_z, device=self.device)
+        y = torch.randint(0, self.num_classes, (n * W,), generator=self.gen_z, device=self.device)
+        if W > 1:
+            rows = slice(self.world.rank * n, (self.world.rank + 1) * n)
+            z, y = z[rows], y[rows]
         return z, y
 
     def _real_labels(self, y, idx):
@@ -256,12 +297,20 @@ class Trainer:
             return y
         return self.bank.labels(idx, self.target)
 
-    def _aug_params(self, x):
-        """DiffAugment's random parameters for the batch x (None: no augmentation)."""
+    def _aug_params(self, x, parts: int = 1):
+        """DiffAugment's random parameters for the batch x (None: no augmentation). x is this
+        rank's slice of `parts` global batches laid end to end ([real; fake] in D steps); the
+        parameters are drawn for the global batches and this rank's rows are kept."""
         if not self.augment:
             return None
-        return self.augment.sample(x.shape[0], x.shape[2], x.shape[3], generator=self.gen_aug,
-                                   device=self.device)
+        W, r = self.world.world_size, self.world.rank
+        params = self.augment.sample(x.shape[0] * W, x.shape[2], x.shape[3],
+                                     generator=self.gen_aug, device=self.device)
+        if W == 1:
+            return params
+        n = x.shape[0] // parts
+        return {k: v.reshape(parts, W, n, *v.shape[1:])[:, r].reshape(parts * n, *v.shape[1:])
+                for k, v in params.items()}
 
     def _next_batch(self):
         if self._batches is None:
@@ -286,14 +335,17 @@ class Trainer:
             x = torch.cat([real.to(fake.dtype), fake])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            d_real, d_fake = self.D_run(x, self._aug_params(x), self._real_labels(y_real, idx),
-                                        y_fake)
+            d_real, d_fake = self.D_train(x, self._aug_params(x, parts=2),
+                                          self._real_labels(y_real, idx), y_fake)
         loss, loss_real, loss_fake = hinge_d(d_real, d_fake)
         pen = torch.zeros((), device=self.device)
         if self.lecam is not None:
             pen = self.lecam.penalty(d_real, d_fake)
             loss = loss + self.cfg.lecam * pen
-            self.lecam.update(d_real, d_fake)
+            # the averages follow the global batch's means: the same on every rank
+            means = torch.stack([d_real.detach().float().mean(), d_fake.detach().float().mean()])
+            self.world.all_reduce_(means, "avg")
+            self.lecam.update_means(means[0], means[1])
         self.opt_D.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_D.step()
@@ -305,12 +357,11 @@ class Trainer:
         self._acc_d += 1
 
     def g_step(self) -> None:
-        B = self.cfg.batch_size
-        z, y_fake = self._fake_batch(B)
+        z, y_fake = self._fake_batch(self.local_batch_size)
         self.D.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.G_run(z, y_fake)
+                fake = self.G_train(z, y_fake)
                 d_fake = self.D_run(fake, self._aug_params(fake), y_fake)
             loss = hinge_g(d_fake)
             self.opt_G.zero_grad(set_to_none=True)
@@ -331,16 +382,31 @@ class Trainer:
             self.d_step(real, y_real, idx)
         self.g_step()
         self.step += 1
+        self._sync_buffers()
         self.ema.update(self.step)
+
+    def _sync_buffers(self) -> None:
+        """rank 0's G and D buffers on every rank (one broadcast per dtype, on the device).
+        With cross_replica BN and deterministic kernels they are equal already; without it each
+        rank's BN statistics follow its own slice, and rank 0's are kept (what DDP's
+        broadcast_buffers does), so G_ema and the checkpoints are the same on every rank."""
+        if self.world.distributed:
+            self.world.broadcast_tensors_([b for m in (self.G, self.D) for b in m.buffers()])
 
     # --- checks, logs, checkpoints ----------------------------------------------------------
 
     def check_finite(self) -> None:
-        """NonFiniteLossError naming the first non-finite loss and its step (one host sync)."""
-        first = self._first_bad.tolist()
+        """NonFiniteLossError naming the first non-finite loss and its step (one host sync);
+        with several ranks, the earliest over all ranks, on every rank alike."""
+        first, values = self._first_bad.tolist(), self._bad_value.tolist()
+        if self.world.distributed:
+            for f, v in self.world.gather_objects((first, values)):
+                for i in range(len(first)):
+                    if f[i] >= 0 and (first[i] < 0 or f[i] < first[i]):
+                        first[i], values[i] = f[i], v[i]
         for i, s in enumerate(first):
             if s >= 0:
-                value = float(self._bad_value[i])
+                value = float(values[i])
                 kept = (f"the last good checkpoint ({self._last_good_ckpt[0]}, step "
                         f"{self._last_good_ckpt[1]}) is kept" if self._last_good_ckpt
                         else "no checkpoint had been written yet")
@@ -354,6 +420,7 @@ class Trainer:
         return bool(torch.isfinite(torch.stack(norms)).all())
 
     def _log_row(self, seconds: float, images: int) -> dict:
+        self.world.all_reduce_(self._acc, "avg")    # the global batch's averages
         acc = self._acc.tolist()
         nd, ng = max(self._acc_d, 1), max(self._acc_g, 1)
         row = {name: acc[i] / (ng if name == "g_loss" else nd) for i, name in enumerate(LOG_FIELDS)}
@@ -367,6 +434,7 @@ class Trainer:
         rng = dict(z=self.gen_z.get_state(), aug=self.gen_aug.get_state(), cpu=torch.get_rng_state(),
                    cuda=[torch.cuda.get_rng_state(self.device)] if on_gpu else [])
         return dict(step=self.step, config=self.cfg.to_dict(), data=self.data_info,
+                    world_size=self.world.world_size,
                     model_config=dict(G=self.G.config, D=self.D.config),
                     G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
                     opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
@@ -380,12 +448,20 @@ class Trainer:
         if self.out is None:
             return None
         self.check_finite()
-        if not self._params_finite():
+        if not self._params_finite():   # the parameters are the same on every rank
             raise NonFiniteLossError(f"the parameters are not finite at step {self.step}; "
                                      "the checkpoint was not written")
         path = os.path.join(self.out, "checkpoints", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_checkpoint(path, self.state_dict())
+        problem = None
+        if self.world.is_main:   # rank 0 writes; the others wait for it, and share its failure
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                save_checkpoint(path, self.state_dict())
+            except OSError as exc:
+                if not self.world.distributed:
+                    raise
+                problem = f"could not write the checkpoint {path}: {exc}"
+        self.world.check_all(problem)
         if name == LATEST:
             self._last_good_ckpt = (path, self.step)
         return path
@@ -440,7 +516,7 @@ class Trainer:
         return t
 
     def sample_grid(self, name: str, per_class: int = 8) -> Optional[str]:
-        if self.out is None:
+        if self.out is None or not self.world.is_main:
             return None
         imgs = class_grid(self.G_ema, self.num_classes, per_class, seed=self.cfg.seed)
         path = os.path.join(self.out, "samples", name)
@@ -449,9 +525,22 @@ class Trainer:
         return path
 
     def evaluate(self) -> Optional[dict]:
-        if self.evaluator is None:
+        if self.evaluator is None and not self.world.distributed:
             return None
-        raw = self.evaluator(self.G_ema, self.step)
+        raw = failed = None
+        # rank 0 evaluates (G_ema is the same on every rank; the others need no evaluator)
+        if self.world.is_main and self.evaluator is not None:
+            try:
+                raw = self.evaluator(self.G_ema, self.step)
+            except Exception as exc:
+                if not self.world.distributed:
+                    raise
+                failed = f"the periodic evaluation failed: {type(exc).__name__}: {exc}"
+        raw, failed = self.world.broadcast_object((raw, failed))
+        if failed:
+            raise RuntimeError(failed)
+        if raw is None:
+            return None
         key = self.cfg.best_metric
         if key not in raw:
             raise ValueError(f"the evaluator returned {sorted(raw)} but best_metric is {key!r}")
@@ -485,13 +574,16 @@ class Trainer:
         start = time.perf_counter()
         t_log, img_log, step0 = start, 0, self.step
         per_step = cfg.batch_size * cfg.d_steps
-        bar = Progress("train", cfg.steps, unit=" step", enabled=cfg.progress)
+        world = self.world
+        bar = Progress("train", cfg.steps, unit=" step", enabled=cfg.progress and world.is_main)
         status = "done"
+        if self.out is not None:
+            world.check_shared_dir(self.out)
         try:
             if threading.current_thread() is threading.main_thread():
                 for s in (signal.SIGTERM, signal.SIGINT):
                     handlers[s] = signal.signal(s, on_signal)
-            if self.out is not None:
+            if self.out is not None and world.is_main:
                 os.makedirs(self.out, exist_ok=True)
                 for name in (LATEST, BEST):   # half-written by a process killed while saving
                     remove_partial_writes(os.path.join(self.out, "checkpoints", name))
@@ -516,14 +608,20 @@ class Trainer:
                         self.log.row(row)
                     bar.update(self.step, img_s=row["images_per_second"], d=row["d_loss"],
                                g=row["g_loss"])
-                if stop["signal"] is not None:   # checkpoint (below) first, nothing else
+                # every rank stops at the same step: a signal or the time limit on any rank
+                # stops all (one host-side collective per step, over gloo)
+                over = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+                flags = world.max_flag((stop["signal"] is not None) | (over << 1))
+                if flags & 1:   # checkpoint (below) first, nothing else
                     status = "interrupted"
+                    if stop["signal"] is None:
+                        stop["signal"] = signal.SIGTERM   # another rank's; torchrun sends TERM
                     break
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self.evaluate()
                 if self.step % cfg.sample_every == 0:
                     self.sample_grid(f"step-{self.step:07d}.png")
-                if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
+                if flags & 2:
                     status = "time limit"
                     break
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
