@@ -84,9 +84,10 @@ def main(argv=None) -> int:
                 "sample": train_cli.run_sample, "eval": eval_cli.run,
                 "synthesize": synth_cli.run, "downstream": downstream_cli.run}
     from . import distributed
+    made_group = False
     try:
-        if distributed.launched_by_torchrun():
-            _init_world(args)
+        if distributed.launched_by_torchrun() and not distributed.current().distributed:
+            made_group = _init_world(args)
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
         # Bad input (flags, files, datasets) gets one clear line, not a traceback; under
@@ -96,11 +97,13 @@ def main(argv=None) -> int:
         print(f"sgan-fast {args.command}{who}: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown()
+        if made_group:   # a group made by the caller (main() called in a rank) stays its own
+            distributed.shutdown()
 
 
-def _init_world(args) -> None:
-    """The process group of a torchrun launch, for the commands that split their work."""
+def _init_world(args) -> bool:
+    """The process group of a torchrun launch, for the commands that split their work; True
+    when one was made."""
     from . import distributed
     if args.command not in distributed.DISTRIBUTED_COMMANDS:
         _, _, size = distributed.env_world()
@@ -108,10 +111,11 @@ def _init_world(args) -> None:
             raise distributed.DistributedError(
                 f"`sgan-fast {args.command}` runs in one process; launch it without torchrun "
                 f"(multi-process commands: {', '.join(distributed.DISTRIBUTED_COMMANDS)})")
-        return
-    distributed.init_distributed(getattr(args, "device", None) or "auto",
-                                 backend=getattr(args, "dist_backend", "auto"),
-                                 timeout_minutes=getattr(args, "dist_timeout", 30.0))
+        return False
+    world, _ = distributed.init_distributed(getattr(args, "device", None) or "auto",
+                                            backend=getattr(args, "dist_backend", "auto"),
+                                            timeout_minutes=getattr(args, "dist_timeout", 30.0))
+    return world.distributed
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ helper is then a no-op and no process group is made. A torchrun launch of one pr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -257,7 +258,23 @@ def init_distributed(device: Optional[str] = "auto", *, backend: str = "auto",
     control = torch.distributed.new_group(backend="gloo") if chosen != "gloo" else None
     _WORLD = World(rank=rank, world_size=size, local_rank=local, backend=chosen, control=control,
                    device=dev)
+    if rank == 0 and restart_store_warning():
+        import sys
+        print(f"sgan-fast: warning: {restart_store_warning()}", file=sys.stderr)
     return _WORLD, dev
+
+
+def restart_store_warning() -> Optional[str]:
+    """Why an elastic restart of this launch may fail to reconnect, or None. torchrun shares
+    its rendezvous store with the workers by default; after a restart, a new group can read
+    the dead group's addresses from it and fail with "connectFullMesh failed ... Connection
+    refused" (pytorch/pytorch#135712; 2 restarts in 7 failed so on the CPU test machine)."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return ("--max-restarts with torchrun's shared rendezvous store: a restarted group may "
+                "fail to reconnect; launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                "(docs/distributed.md)")
+    return None
 
 
 def _rank_device(device: Optional[str], local_rank: int) -> torch.device:
@@ -296,3 +313,55 @@ def add_dist_args(parser) -> None:
     g.add_argument("--dist-timeout", type=float, default=30.0, metavar="MINUTES",
                    help="how long a rank waits for the others in a collective (rank 0's "
                         "periodic evaluation runs while the others wait; default 30)")
+
+
+# --- splitting a command's work: the patterns of eval, synthesize and classify -------------
+#
+#     with same_outcome(world):            # a failure on any rank: the same error on every rank
+#         ...checks, reading files...
+#     rows = batch_rows(world, n, batch_size)          # this rank's whole batches of 0..n-1
+#     parts = gather_to_main(world, my_part)           # [part of rank 0, 1, ...] on rank 0, else None
+
+# exceptions whose message says it all (the CLI prints them as one line); others keep their type
+_PLAIN = (ValueError, FileNotFoundError, ImportError, FloatingPointError)
+
+
+@contextlib.contextmanager
+def same_outcome(world: World):
+    """Runs the block on every rank; when it raises on any rank, every rank raises the same
+    DistributedError (naming the first rank that failed, and its message) at the end of the
+    block, so that no rank is left waiting in a collective for one that gave up. The block
+    must not itself call collectives. In a one-process world the block's exception passes
+    unchanged."""
+    if not world.distributed:
+        yield
+        return
+    problem = cause = None
+    try:
+        yield
+    except Exception as exc:            # noqa: BLE001 -- any failure must reach every rank
+        cause = exc
+        problem = str(exc) if isinstance(exc, _PLAIN) else f"{type(exc).__name__}: {exc}"
+    try:
+        world.check_all(problem)
+    except DistributedError as err:
+        raise err from cause
+
+
+def gather_to_main(world: World, obj):
+    """[obj of rank 0, obj of rank 1, ...] on rank 0 and None on the others (picklable
+    objects, over the host-side group): what rank 0 writes, without a copy on every rank."""
+    if not world.distributed:
+        return [obj]
+    out = [None] * world.world_size if world.is_main else None
+    torch.distributed.gather_object(obj, out, dst=0, group=world.control)
+    return out
+
+
+def batch_rows(world: World, n: int, batch_size: int) -> range:
+    """This rank's rows of 0..n-1, in whole batches of `batch_size` counted from row 0: the
+    batches a one-process run makes, so that every batch has the same rows (and the same
+    shape) whatever the number of ranks. Concatenating the ranks' rows in rank order gives
+    0..n-1."""
+    batches = world.shard(-(-int(n) // int(batch_size)))
+    return range(min(n, batches.start * batch_size), min(n, batches.stop * batch_size))

@@ -329,76 +329,152 @@ def _balanced(acc: np.ndarray) -> Optional[float]:
     return float(np.nanmean(acc)) if np.isfinite(acc).any() else None
 
 
+# With several ranks and one model there is nothing to split (see classify's docstring).
+ONE_FOLD_SEVERAL_RANKS = (
+    "folds=1 (--folds 1) trains a single model, so there is nothing to split over the {n} "
+    "processes of this launch: the others would only wait for it. Run it as one process "
+    "(without torchrun), or cross-fit with folds >= 2 (the folds are spread over the ranks)")
+
+
+def agree_on_settings(world, cfg: ClassifyConfig) -> None:
+    """Every rank must train with the same settings (progress aside: rank 0's alone)."""
+    world.agree("the classify settings",
+                {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"})
+
+
+def _model_from_state(state: dict, cfg: ClassifyConfig, num_classes: int, channels: int,
+                      resolution: int, device: torch.device) -> nn.Module:
+    """A fold's model rebuilt from the state another rank trained (as load_classifier does)."""
+    model = build_classifier(cfg.arch, num_classes, channels, resolution, input_size=cfg.input_size)
+    model.load_state_dict(state)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
 def classify(dataset: LabelledImages, cfg: Optional[ClassifyConfig] = None, *,
-             test_set: Optional[LabelledImages] = None) -> ClassifyResult:
+             test_set: Optional[LabelledImages] = None, world=None) -> Optional[ClassifyResult]:
     """Trains the classifier(s) on `dataset` and returns the calibrated soft-label bank with
-    the dataset's fingerprint, and the report (see the module docstring)."""
+    the dataset's fingerprint, and the report (see the module docstring).
+
+    world: a sgan_fast.distributed.World to spread the cross-fitting folds over (what
+    `sgan-fast classify` passes under torchrun); None: this process alone. With several
+    ranks, every rank calls classify with the same dataset and settings (checked: the ranks
+    must agree on both). Rank r trains and predicts the folds world.shard(folds) gives it
+    (contiguous, in fold order); rank 0 gathers the held-out logits and the other ranks'
+    models and returns the result, and the other ranks return None. Each fold's training is
+    seeded by the seed and the fold alone, so on the CPU rank 0's result is bit for bit what
+    one process computes with the same number of threads. A failure on any rank raises the
+    same error on every rank (a DistributedError naming the rank). folds=1 with several
+    ranks is refused: one model cannot be split."""
+    from ..distributed import gather_to_main, same_outcome
+    from ..distributed import World
+
     cfg = cfg or ClassifyConfig()
-    cfg.check()
-    counts = check_classes(dataset)
-    fingerprint = dataset.fingerprint()
-    arrays = as_arrays(dataset, cfg.progress)
-    y = np.asarray(arrays.labels, dtype=np.int64)
-    N, C = len(y), int(arrays.num_classes)
-    H, W = arrays.resolution
-    res, channels = int(min(H, W)), arrays.channels
-    device = pick_device(cfg.device)
-    images = _Images(arrays.images, device)
-    k = cfg.folds
-    if k >= 2:
-        small = np.flatnonzero(counts < k)
-        if len(small):
-            warnings.warn(f"{len(small)} class(es) have fewer images than the {k} folds (e.g. class "
-                          f"{int(small[0])} with {int(counts[small[0]])}): their held-out images are "
-                          "predicted by models that saw few or none of that class", RuntimeWarning)
-        fold_of = stratified_folds(y, k, cfg.seed)
-        splits = [fold_split(fold_of, f) for f in range(k)]
-        calib = np.arange(N)
-    else:
-        train_idx, calib = (holdout_split(y, cfg.calib_fraction, cfg.seed) if cfg.calibrate
-                            else (np.arange(N), np.zeros(0, dtype=np.int64)))
-        fold_of = np.zeros(N, dtype=np.int64)
-        splits = [(train_idx, np.arange(N))]
-    logits = torch.empty(N, C, dtype=torch.float32)
-    models, trained_on = [], []
-    for f, (tr, held) in enumerate(splits):
-        desc = f"classify fold {f + 1}/{k}" if k >= 2 else "classify"
-        model = train_classifier(images, y, tr, C, channels, res, cfg, seed=cfg.seed * 1009 + f,
-                                 desc=desc)
-        pred = predict_logits(model, images, held, batch_size=cfg.eval_batch_size)
-        bad = ~torch.isfinite(pred).all(1)
-        if bool(bad.any()):
-            raise FloatingPointError(f"{desc}: the classifier's logits for training image "
-                                     f"{int(held[int(bad.nonzero()[0, 0])])} are NaN or Inf")
-        logits[torch.from_numpy(held)] = pred
-        models.append(model)
-        trained_on.append(tr)
-    y_t = torch.from_numpy(y)
-    T = 1.0
-    calibrated = cfg.calibrate and len(calib) > 0
-    if cfg.calibrate and not len(calib):
-        warnings.warn("no image could be held out to calibrate on (every class has one image); "
-                      "the temperature stays 1", RuntimeWarning)
-    if calibrated:
-        T = fit_temperature(logits[calib], y_t[calib])
-    probs = torch.softmax(logits.double() / T, 1)
-    settings = dict(source="sgan-fast classify", arch=cfg.arch if cfg.arch != "auto" else auto_arch(res),
-                    weights=None if cfg.weights is None else str(cfg.weights), epochs=cfg.epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, balance=cfg.balance, tau=cfg.tau,
-                    folds=k, cross_fitted=k >= 2, temperature=T, seed=cfg.seed,
-                    calibrated_on=("cross-fitted predictions" if k >= 2 else
-                                   f"a held-out split of {len(calib)} images") if calibrated else None)
-    bank = SoftLabelBank(probs.float().to(getattr(torch, cfg.bank_dtype)), y, num_classes=C,
-                         fingerprint=fingerprint, settings=settings, renormalize=True)
-    if cfg.topk is not None:
-        bank = bank.to_topk(int(cfg.topk))
-    report = _report(arrays, logits, probs, y, T, calib if calibrated else calib[:0], cfg, models,
-                     test_set, counts, device, held=calib if k < 2 else np.arange(N))
-    bank.settings.update(held_out_balanced_accuracy=report["held_out"]["balanced_accuracy"])
-    if report["test"] is not None:
-        bank.settings.update(test_balanced_accuracy=report["test"]["balanced_accuracy"])
-    return ClassifyResult(bank, report, models, fold_of, trained_on, logits, T, report["arch"],
-                          channels, res, tuple(arrays.class_names))
+    world = World() if world is None else world
+    main = world.is_main
+    if not main and cfg.progress:
+        cfg = dataclasses.replace(cfg, progress=False)      # progress lines from rank 0 only
+    with same_outcome(world):
+        cfg.check()
+        if world.distributed and cfg.folds < 2:
+            raise ValueError(ONE_FOLD_SEVERAL_RANKS.format(n=world.world_size))
+        counts = check_classes(dataset)
+        fingerprint = dataset.fingerprint()
+    agree_on_settings(world, cfg)
+    world.agree("the training set (its fingerprint)", fingerprint.to_json())
+    with same_outcome(world):
+        arrays = as_arrays(dataset, cfg.progress)
+        y = np.asarray(arrays.labels, dtype=np.int64)
+        N, C = len(y), int(arrays.num_classes)
+        H, W = arrays.resolution
+        res, channels = int(min(H, W)), arrays.channels
+        device = pick_device(cfg.device)
+        if test_set is not None and main:
+            # checked before the training, not after it (rank 0 alone makes the report)
+            test_set = as_arrays(test_set, cfg.progress)
+            bad = describe_mismatch(test_set, arrays, "the test split", "the training set")
+            if bad:
+                raise ValueError(bad + " (open image folders with the same resolution and channels)")
+        images = _Images(arrays.images, device)
+        k = cfg.folds
+        if k >= 2:
+            small = np.flatnonzero(counts < k)
+            if len(small) and main:
+                warnings.warn(f"{len(small)} class(es) have fewer images than the {k} folds (e.g. "
+                              f"class {int(small[0])} with {int(counts[small[0]])}): their held-out "
+                              "images are predicted by models that saw few or none of that class",
+                              RuntimeWarning)
+            fold_of = stratified_folds(y, k, cfg.seed)
+            splits = [fold_split(fold_of, f) for f in range(k)]
+            calib = np.arange(N)
+        else:
+            train_idx, calib = (holdout_split(y, cfg.calib_fraction, cfg.seed) if cfg.calibrate
+                                else (np.arange(N), np.zeros(0, dtype=np.int64)))
+            fold_of = np.zeros(N, dtype=np.int64)
+            splits = [(train_idx, np.arange(N))]
+    # This rank's folds. Each is seeded by the seed and the fold alone (train_classifier
+    # resets torch's generator, the sampler's and the augmentation's), so which rank trains
+    # it, and after which other fold, does not change its numbers.
+    mine, parts = world.shard(len(splits)), []
+    with same_outcome(world):
+        for f in mine:
+            tr, held = splits[f]
+            desc = f"classify fold {f + 1}/{k}" if k >= 2 else "classify"
+            model = train_classifier(images, y, tr, C, channels, res, cfg,
+                                     seed=cfg.seed * 1009 + f, desc=desc)
+            pred = predict_logits(model, images, held, batch_size=cfg.eval_batch_size)
+            bad = ~torch.isfinite(pred).all(1)
+            if bool(bad.any()):
+                raise FloatingPointError(f"{desc}: the classifier's logits for training image "
+                                         f"{int(held[int(bad.nonzero()[0, 0])])} are NaN or Inf")
+            parts.append((f, model, pred))
+    # rank 0 keeps its own models; the other ranks send theirs as CPU state dicts
+    sent = [(f, None if main else {n: v.detach().cpu() for n, v in model.state_dict().items()}, pred)
+            for f, model, pred in parts]
+    gathered = gather_to_main(world, sent)
+    if not main:
+        with same_outcome(world):        # rank 0's calibration and report: shares its failure
+            pass
+        return None
+    with same_outcome(world):
+        own = {f: model for f, model, _ in parts}
+        logits = torch.empty(N, C, dtype=torch.float32)
+        models, trained_on = [], []
+        for f, state, pred in (part for rank_parts in gathered for part in rank_parts):
+            logits[torch.from_numpy(splits[f][1])] = pred
+            models.append(own[f] if f in own else
+                          _model_from_state(state, cfg, C, channels, res, device))
+            trained_on.append(splits[f][0])
+        y_t = torch.from_numpy(y)
+        T = 1.0
+        calibrated = cfg.calibrate and len(calib) > 0
+        if cfg.calibrate and not len(calib):
+            warnings.warn("no image could be held out to calibrate on (every class has one "
+                          "image); the temperature stays 1", RuntimeWarning)
+        if calibrated:
+            T = fit_temperature(logits[calib], y_t[calib])
+        probs = torch.softmax(logits.double() / T, 1)
+        settings = dict(source="sgan-fast classify",
+                        arch=cfg.arch if cfg.arch != "auto" else auto_arch(res),
+                        weights=None if cfg.weights is None else str(cfg.weights), epochs=cfg.epochs,
+                        batch_size=cfg.batch_size, lr=cfg.lr, balance=cfg.balance, tau=cfg.tau,
+                        folds=k, cross_fitted=k >= 2, temperature=T, seed=cfg.seed,
+                        calibrated_on=("cross-fitted predictions" if k >= 2 else
+                                       f"a held-out split of {len(calib)} images") if calibrated else None)
+        bank = SoftLabelBank(probs.float().to(getattr(torch, cfg.bank_dtype)), y, num_classes=C,
+                             fingerprint=fingerprint, settings=settings, renormalize=True)
+        if cfg.topk is not None:
+            bank = bank.to_topk(int(cfg.topk))
+        report = _report(arrays, logits, probs, y, T, calib if calibrated else calib[:0], cfg,
+                         models, test_set, counts, device, held=calib if k < 2 else np.arange(N))
+        bank.settings.update(held_out_balanced_accuracy=report["held_out"]["balanced_accuracy"])
+        if report["test"] is not None:
+            bank.settings.update(test_balanced_accuracy=report["test"]["balanced_accuracy"])
+        result = ClassifyResult(bank, report, models, fold_of, trained_on, logits, T,
+                                report["arch"], channels, res, tuple(arrays.class_names))
+    return result
 
 
 def _report(arrays, logits, probs, y, T, calib, cfg, models, test_set, counts, device, held) -> dict:

@@ -6,17 +6,25 @@ soft-label bank, the classifier and the report into one folder.
          runs/fmnist_lt/classifier.pt   the folds' models (evaluation's domain features)
          runs/fmnist_lt/report.json, report.md   balanced / per-class accuracy, max probability
          runs/fmnist_lt/subset.npz      the imbalanced subset's manifest (with --imbalance)
+
+Several processes (one per GPU) train the cross-fitting folds in parallel; rank 0 writes
+the same files one process writes:
+
+    torchrun --nproc-per-node 4 -m sgan_fast classify --data fashion-mnist --folds 5 --out runs/x
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
 from .._io import atomic_write_text, refuse_overwrite, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
-from .classifier import BALANCE, ClassifyConfig, classify, report_table
+from ..distributed import add_dist_args, current, same_outcome
+from .classifier import (BALANCE, ONE_FOLD_SEVERAL_RANKS, ClassifyConfig, agree_on_settings,
+                         classify, report_table)
 
 OUTPUTS = ("bank.npz", "classifier.pt", "report.json", "report.md", "subset.npz")
 
@@ -55,26 +63,63 @@ def add_parser(sub) -> None:
     b.add_argument("--topk", type=int, default=None, help="store each row's top-k (many classes)")
     b.add_argument("--bank-dtype", default=d.bank_dtype, choices=["float32", "float16", "bfloat16"])
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_dist_args(p)
 
 
 def run(args) -> int:
+    """One process, or every rank of a torchrun launch: the folds are spread over the ranks
+    (classify's world=), rank 0 alone prints and writes; a failure on any rank fails every
+    rank with the same message, so every rank exits with the same code."""
+    world = current()
+    main = world.is_main
     out = args.out
-    refuse_overwrite(out, OUTPUTS, args.overwrite)
-    cfg = ClassifyConfig(arch=args.arch, weights=args.weights, input_size=args.input_size,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, balance=args.balance, tau=args.tau,
-                         augment=not args.no_augment, flip=not args.no_flip, folds=args.folds,
-                         calibrate=not args.no_calibrate, calib_fraction=args.calib_fraction,
-                         amp=not args.no_amp, seed=args.seed, device=args.device, topk=args.topk,
-                         bank_dtype=args.bank_dtype, progress=not args.quiet)
-    cfg.check()   # before the data is opened: a bad flag should not cost a decode
-    # The output folder must be writable before hours of training, not after.
-    writable_dir(out)
-    train, test, subset = open_data(data_spec(args))
-    print(f"sgan-fast classify: {len(train)} training images, {train.num_classes} classes "
-          f"(per class {', '.join(str(int(c)) for c in train.class_counts())})"
-          + (f"; test split of {len(test)}" if test is not None else "; no test split"))
-    result = classify(train, cfg, test_set=test)
+    with same_outcome(world):
+        refuse_overwrite(out, OUTPUTS, args.overwrite)
+        cfg = ClassifyConfig(arch=args.arch, weights=args.weights, input_size=args.input_size,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, balance=args.balance, tau=args.tau,
+                             augment=not args.no_augment, flip=not args.no_flip, folds=args.folds,
+                             calibrate=not args.no_calibrate, calib_fraction=args.calib_fraction,
+                             amp=not args.no_amp, seed=args.seed, device=args.device,
+                             topk=args.topk, bank_dtype=args.bank_dtype,
+                             progress=not args.quiet and main)
+        cfg.check()   # before the data is opened: a bad flag should not cost a decode
+        if world.distributed and cfg.folds < 2:
+            raise ValueError(ONE_FOLD_SEVERAL_RANKS.format(n=world.world_size))
+        # The output folder must be writable before hours of training, not after.
+        if main:
+            writable_dir(out)
+    world.check_shared_dir(out)   # rank 0 writes there; on several nodes it must be shared
+    agree_on_settings(world, cfg)  # before the data is opened
+    with same_outcome(world):
+        spec = data_spec(args)
+        spec.progress = spec.progress and main
+        train, test, subset = open_data(spec)
+    if main:
+        print(f"sgan-fast classify: {len(train)} training images, {train.num_classes} classes "
+              f"(per class {', '.join(str(int(c)) for c in train.class_counts())})"
+              + (f"; test split of {len(test)}" if test is not None else "; no test split"))
+        if world.distributed:
+            print(f"sgan-fast classify: {cfg.folds} folds over {world.world_size} processes ("
+                  + ", ".join(f"rank {r}: {_folds_text(world, r, cfg.folds)}"
+                              for r in range(world.world_size))
+                  + "); progress lines are rank 0's")
+    result = classify(train, cfg, test_set=test, world=world)
+    with same_outcome(world):     # rank 0 writes; a failure there is every rank's exit code
+        if main:
+            _write(out, result, cfg, subset)
+    return 0
+
+
+def _folds_text(world, rank: int, folds: int) -> str:
+    part = dataclasses.replace(world, rank=rank).shard(folds)
+    if not len(part):
+        return "none"
+    return (f"fold {part.start + 1}" if len(part) == 1
+            else f"folds {part.start + 1}-{part.stop}")
+
+
+def _write(out, result, cfg, subset) -> None:
     path = {f: os.path.join(out, f) for f in OUTPUTS}
     result.bank.save(path["bank.npz"])
     result.save_classifier(path["classifier.pt"], cfg)
@@ -88,4 +133,3 @@ def run(args) -> int:
     print(table)
     written = [f for f in OUTPUTS if f != "subset.npz" or subset is not None]
     print(f"sgan-fast classify: wrote {', '.join(written)} to {out}")
-    return 0

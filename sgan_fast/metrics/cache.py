@@ -32,9 +32,46 @@ def default_cache_dir() -> str:
 
 
 def cached_features(backend: FeatureBackend, dataset, *, cache_dir: Optional[str] = None,
-                    device="cpu", batch_size: int = 64, progress: bool = True) -> tuple:
+                    device="cpu", batch_size: int = 64, progress: bool = True, world=None) -> tuple:
     """(features [N, D], logits [N, K] or None) of `dataset` (an ArrayDataset or anything with
-    .images uint8 [N, H, W, C] and fingerprint()), from the cache when it holds them."""
+    .images uint8 [N, H, W, C] and fingerprint()), from the cache when it holds them.
+
+    With several processes (`world`, a sgan_fast.distributed.World; every rank calls this):
+    rank 0 looks in the cache; when the features are not there, every rank extracts those of
+    its own batches (batch_rows), rank 0 gathers them and stores the file. The features are
+    returned on rank 0, (None, None) on the other ranks."""
+    from ..distributed import batch_rows, same_outcome
+    from ..distributed import World
+    from .features import gather_features
+
+    world = world if world is not None else World()
+    found = None
+    with same_outcome(world):
+        if world.is_main:
+            path, key_src = _cache_file(backend, dataset, cache_dir)
+            found = _load(path, key_src, len(dataset.images))
+    if world.broadcast_object(found is not None):
+        return found if world.is_main else (None, None)
+    rows = batch_rows(world, len(dataset.images), batch_size)
+    with same_outcome(world):
+        feats, logits = extract_features(backend, dataset.images[rows.start:rows.stop], device=device,
+                                         batch_size=batch_size, progress=progress and world.is_main,
+                                         what=f"real features ({backend.name})"
+                                         + (", rank 0's batches" if world.distributed else ""))
+    if world.distributed:
+        feats, logits = gather_features(world, feats, logits)
+    with same_outcome(world):
+        if world.is_main:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            arrays = dict(features=feats.numpy(), meta=np.array(json.dumps(dict(format=FORMAT, key=key_src))))
+            if logits is not None:
+                arrays["logits"] = logits.numpy()
+            atomic_savez(path, **arrays)
+    return feats, logits
+
+
+def _cache_file(backend: FeatureBackend, dataset, cache_dir: Optional[str]) -> tuple:
+    """(the cache file's path, its key) for these images, labels and backend."""
     fp = dataset.fingerprint().to_json()
     images = np.ascontiguousarray(dataset.images)
     pixels = hashlib.sha256(memoryview(images).cast("B")).hexdigest()
@@ -42,22 +79,20 @@ def cached_features(backend: FeatureBackend, dataset, *, cache_dir: Optional[str
                               shape=list(images.shape)), sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
-    path = os.path.join(cache_dir, f"real_features_{key}.npz")
-    if os.path.exists(path):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                if (meta.get("format") == FORMAT and meta.get("key") == key_src
-                        and z["features"].shape[0] == len(images)):
-                    logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
-                    return torch.from_numpy(z["features"]), logits
-        except (OSError, ValueError, KeyError):
-            pass   # unreadable: recompute and replace it below
-    feats, logits = extract_features(backend, dataset.images, device=device, batch_size=batch_size,
-                                     progress=progress, what=f"real features ({backend.name})")
-    os.makedirs(cache_dir, exist_ok=True)
-    arrays = dict(features=feats.numpy(), meta=np.array(json.dumps(dict(format=FORMAT, key=key_src))))
-    if logits is not None:
-        arrays["logits"] = logits.numpy()
-    atomic_savez(path, **arrays)
-    return feats, logits
+    return os.path.join(cache_dir, f"real_features_{key}.npz"), key_src
+
+
+def _load(path: str, key_src: str, n: int) -> Optional[tuple]:
+    """The cached (features, logits) when the file holds them for this key, else None."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if (meta.get("format") == FORMAT and meta.get("key") == key_src
+                    and z["features"].shape[0] == n):
+                logits = torch.from_numpy(z["logits"]) if "logits" in z.files else None
+                return torch.from_numpy(z["features"]), logits
+    except (OSError, ValueError, KeyError):
+        pass   # unreadable: recomputed and replaced
+    return None

@@ -8,6 +8,11 @@ The generated images come as an image folder (one subfolder per class, named as 
 dataset's classes or by class number) or an .npz with uint8 "images" and int "labels".
 The data flags say which training set the generator learned from (its per-class counts are
 the plot's x axis); --real says which real images the generated ones are compared with.
+
+Several processes (torchrun --nproc-per-node N -m sgan_fast eval ...): every rank extracts
+the features of its share of the batches (and with --checkpoint generates only the images of
+them), rank 0 gathers the features, computes the metrics and writes every file: the same
+report as one process.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import os
 import numpy as np
 
 from .._io import atomic_write_text, refuse_overwrite, writable_dir
+from ..distributed import batch_rows, gather_to_main, same_outcome
 from ..data.datasets import ArrayDataset
 from ..data.spec import add_data_args, data_spec, open_data, open_one
+from ..distributed import add_dist_args
 
 OUTPUTS = ("report.json", "report.md", "plot.png")
 
@@ -69,6 +76,7 @@ def add_parser(sub) -> None:
                    help="also train a classifier on the generated images and test it on the real test split")
     m.add_argument("--cas-epochs", type=int, default=10)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_dist_args(p)
 
 
 def _per_class_cap(ds: ArrayDataset, n: int, seed: int) -> ArrayDataset:
@@ -84,88 +92,158 @@ def _arrays(ds, progress):
     return ds if isinstance(ds, ArrayDataset) else ds.to_arrays(progress=progress)
 
 
-def _from_checkpoint(args, names, device):
-    """(generated ArrayDataset, a description) from a training checkpoint's EMA generator."""
+def _from_checkpoint(args, names, device, rows, world):
+    """(generated images of `rows` (uint8 NHWC, None when rows is empty), their resolution
+    and channels, a description) from a training checkpoint's EMA generator: `per_class`
+    images of every class, generated chunk by chunk from one seeded latent stream. Every rank
+    draws the stream's latents in one-process order and generates only the chunks that hold
+    its rows, so the images are those of one process whatever the number of ranks."""
     import torch
 
     from ..train.sampling import generate, load_generator
-    from .generated import generate_images
-    G, meta = load_generator(args.checkpoint, device=device)
-    C = int(meta["data"]["num_classes"])
-    if C != len(names):
-        raise ValueError(f"the checkpoint's generator has {C} classes, the dataset {len(names)}")
+    from ..train.sampling import skip_latents
+    from .generated import class_labels, generate_rows
+    with same_outcome(world):
+        G, meta = load_generator(args.checkpoint, device=device)
+        C = int(meta["data"]["num_classes"])
+        if C != len(names):
+            raise ValueError(f"the checkpoint's generator has {C} classes, the dataset {len(names)}")
     g = torch.Generator().manual_seed(args.seed)
-    ds = generate_images(lambda y: generate(G, y, generator=g, truncation=args.truncation),
-                         per_class=args.per_class, class_names=names)
-    return ds, f"{os.path.abspath(args.checkpoint)} (step {meta['step']}, EMA generator)"
+    z_dim = int(G.config["z_dim"])
+    with same_outcome(world):
+        images = generate_rows(lambda y: generate(G, y, generator=g, truncation=args.truncation),
+                               class_labels(len(names), args.per_class), rows,
+                               skip=lambda y: skip_latents(len(y), z_dim, generator=g,
+                                                           truncation=args.truncation))
+    res, ch = int(G.config["resolution"]), int(G.config.get("out_channels", 3))
+    return images, (res, res), ch, f"{os.path.abspath(args.checkpoint)} (step {meta['step']}, EMA generator)"
 
 
 def run(args) -> int:
     from .._device import pick_device
-    from ..labels.classifier import ClassifyConfig
+    from ..distributed import current
     from .cache import cached_features
-    from .cas import classification_accuracy_score
-    from .evaluate import check_settings, evaluate_features
-    from .features import RANGE_PT, RANGE_TF, classifier_backend, extract_features, inception_backend
+    from .evaluate import check_class_counts, check_settings
+    from .features import (RANGE_PT, RANGE_TF, classifier_backend, extract_features, gather_features,
+                           inception_backend)
     RANGES = {"tf": RANGE_TF, "pt": RANGE_PT}
-    from .generated import open_generated
-    from .report import plot_per_class, report_markdown
+    from .generated import class_labels, open_generated
 
-    out, progress = args.out, not args.quiet
-    if (args.generated is None) == (args.checkpoint is None):
-        raise ValueError("give the generated images with --generated, or a generator with "
-                         "--checkpoint (one of the two)")
-    if args.per_class < 1:
-        raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
-    refuse_overwrite(out, OUTPUTS, args.overwrite)
-    if args.backend == "classifier" and not args.classifier:
-        raise ValueError("--backend classifier needs --classifier runs/<name>/classifier.pt")
-    check_settings(k=args.k, kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
-                   is_splits=args.is_splits)
-    for flag, value in (("--batch-size", args.batch_size), ("--max-real-per-class", args.max_real_per_class)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    device = pick_device(args.device)
-    writable_dir(out)          # before the features are computed
-    backend = (classifier_backend(args.classifier) if args.backend == "classifier"
-               else inception_backend(args.inception, value_range=None if args.inception_range is None
-                                      else RANGES[args.inception_range]))
-    spec = data_spec(args)
-    train, test, _ = open_data(spec)
-    if args.real == "test":
-        if test is None:
-            raise ValueError("--real test: this dataset has no test split (pass --test-data)")
-        real = test
-    elif args.real == "train":
-        real = train
-    else:
-        real = open_one(spec.data, split="train", root=spec.root, resolution=spec.resolution,
-                        channels=spec.channels, on_bad=spec.on_bad, progress=progress)
-    real = _arrays(real, progress)
-    if args.max_real_per_class:
-        real = _per_class_cap(real, args.max_real_per_class, args.seed)
-    names = list(train.class_names)
+    world = current()
+    main = world.is_main
+    out, progress = args.out, not args.quiet and main
+    with same_outcome(world):
+        if (args.generated is None) == (args.checkpoint is None):
+            raise ValueError("give the generated images with --generated, or a generator with "
+                             "--checkpoint (one of the two)")
+        if args.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
+        refuse_overwrite(out, OUTPUTS, args.overwrite)
+        if args.backend == "classifier" and not args.classifier:
+            raise ValueError("--backend classifier needs --classifier runs/<name>/classifier.pt")
+        check_settings(k=args.k, kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
+                       is_splits=args.is_splits)
+        for flag, value in (("--batch-size", args.batch_size), ("--max-real-per-class", args.max_real_per_class)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        device = pick_device(args.device)
+        if main:
+            writable_dir(out)          # before the features are computed
+    world.check_shared_dir(out)        # rank 0 writes the report there (several processes)
+    with same_outcome(world):
+        backend = (classifier_backend(args.classifier) if args.backend == "classifier"
+                   else inception_backend(args.inception, value_range=None if args.inception_range is None
+                                          else RANGES[args.inception_range]))
+        spec = data_spec(args)
+        train, test, _ = open_data(spec)
+        if args.real == "test":
+            if test is None:
+                raise ValueError("--real test: this dataset has no test split (pass --test-data)")
+            real = test
+        elif args.real == "train":
+            real = train
+        else:
+            real = open_one(spec.data, split="train", root=spec.root, resolution=spec.resolution,
+                            channels=spec.channels, on_bad=spec.on_bad, progress=progress)
+        real = _arrays(real, progress)
+        if args.max_real_per_class:
+            real = _per_class_cap(real, args.max_real_per_class, args.seed)
+        names = list(train.class_names)
+        generated = None
+        if args.checkpoint is None:
+            generated = open_generated(args.generated, class_names=names, channels=real.channels,
+                                       progress=progress)
+            source = os.path.abspath(args.generated)
+            fake_labels, fake_res = generated.labels, generated.resolution
+        else:
+            fake_labels = class_labels(len(names), args.per_class)
+        if args.cas and test is None:
+            raise ValueError("--cas tests on the real test split, and this dataset has none "
+                             "(pass --test-data)")
+    # every rank takes whole batches of the generated set (the batches one process makes)
+    rows = batch_rows(world, len(fake_labels), args.batch_size)
     if args.checkpoint is not None:
-        generated, source = _from_checkpoint(args, names, device)
+        fake_part, fake_res, fake_channels, source = _from_checkpoint(args, names, device, rows, world)
+        if fake_part is None:
+            fake_part = np.zeros((0, *fake_res, fake_channels), np.uint8)
     else:
-        generated = open_generated(args.generated, class_names=names, channels=real.channels,
-                                   progress=progress)
-        source = os.path.abspath(args.generated)
-    if generated.resolution != real.resolution:
-        # e.g. a 32 px GAN trained on 28 px images padded to 32: compare like with like
-        real = real.padded(generated.resolution[0])
-    print(f"sgan-fast eval: {len(generated)} generated and {len(real)} real images "
-          f"({args.real}), {len(names)} classes, features: {backend.name}")
+        fake_part = generated.images[rows.start:rows.stop]
+    with same_outcome(world):
+        if fake_res != real.resolution:
+            # e.g. a 32 px GAN trained on 28 px images padded to 32: compare like with like
+            real = real.padded(fake_res[0])
+        # a class too short for the per-class metrics fails now, not after the features
+        check_class_counts(real.labels, fake_labels, num_classes=len(names), k=args.k, class_names=names)
+    if main:
+        print(f"sgan-fast eval: {len(fake_labels)} generated and {len(real)} real images "
+              f"({args.real}), {len(names)} classes, features: {backend.name}"
+              + (f", on {world.world_size} processes" if world.distributed else ""))
     if args.no_cache:
-        real_feats, _ = extract_features(backend, real.images, device=device, batch_size=args.batch_size,
-                                         progress=progress, what="real features")
+        real_rows = batch_rows(world, len(real), args.batch_size)
+        with same_outcome(world):
+            real_feats, real_logits = extract_features(
+                backend, real.images[real_rows.start:real_rows.stop], device=device,
+                batch_size=args.batch_size, progress=progress,
+                what="real features" + (" (rank 0's batches)" if world.distributed else ""))
+        if world.distributed:
+            real_feats, _ = gather_features(world, real_feats, real_logits)
     else:
         real_feats, _ = cached_features(backend, real, cache_dir=args.cache_dir, device=device,
-                                        batch_size=args.batch_size, progress=progress)
-    fake_feats, fake_logits = extract_features(backend, generated.images, device=device,
-                                               batch_size=args.batch_size, progress=progress,
-                                               what="generated features")
-    report = evaluate_features(real_feats, real.labels, fake_feats, generated.labels,
+                                        batch_size=args.batch_size, progress=progress, world=world)
+    with same_outcome(world):
+        fake_feats, fake_logits = extract_features(backend, fake_part, device=device,
+                                                   batch_size=args.batch_size, progress=progress,
+                                                   what="generated features" + (
+                                                       " (rank 0's batches)" if world.distributed else ""))
+    if world.distributed:
+        fake_feats, fake_logits = gather_features(world, fake_feats, fake_logits)
+        if args.cas and args.checkpoint is not None:
+            # the CAS classifier trains on rank 0 on every generated image: the only images
+            # that cross between the processes
+            parts = gather_to_main(world, fake_part)
+            if main:
+                fake_part = np.concatenate(parts)
+    # rank 0 computes the metrics and writes the files; the other ranks wait for its outcome
+    with same_outcome(world):
+        if main:
+            if generated is None and args.cas:       # CAS trains on the generated images
+                generated = ArrayDataset(fake_part, fake_labels, num_classes=len(names),
+                                         class_names=names, name="generated")
+            _report(args, out, backend, real, real_feats, fake_labels, fake_feats, fake_logits,
+                    generated, train, test, names, source, device)
+    return 0
+
+
+def _report(args, out, backend, real, real_feats, fake_labels, fake_feats, fake_logits, generated,
+            train, test, names, source, device) -> None:
+    """The metrics, CAS (on `generated`, the generated images), and the three files (rank 0)."""
+    from ..labels.classifier import ClassifyConfig
+    from .cas import classification_accuracy_score
+    from .evaluate import evaluate_features
+    from .report import plot_per_class, report_markdown
+
+    progress = not args.quiet
+    report = evaluate_features(real_feats, real.labels, fake_feats, fake_labels,
                                num_classes=len(names), fake_logits=fake_logits,
                                train_counts=train.class_counts().tolist(), class_names=names,
                                k=args.k, kid_subset_size=args.kid_subset_size,
@@ -174,9 +252,6 @@ def run(args) -> int:
     report["real"] = dict(which=args.real, num_images=len(real))
     report["generated_from"] = source
     if args.cas:
-        if test is None:
-            raise ValueError("--cas tests on the real test split, and this dataset has none "
-                             "(pass --test-data)")
         cfg = ClassifyConfig(epochs=args.cas_epochs, seed=args.seed, device=args.device,
                              progress=progress, folds=1, calibrate=False)
         test = _arrays(test, progress)
@@ -189,4 +264,3 @@ def run(args) -> int:
     plot_per_class(report, os.path.join(out, "plot.png"))
     print(table)
     print(f"sgan-fast eval: wrote {', '.join(OUTPUTS)} to {out}")
-    return 0

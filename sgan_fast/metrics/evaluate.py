@@ -60,6 +60,31 @@ def check_settings(*, k: int, kid_subset_size: int, kid_subsets: int, is_splits:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_counts(ry: np.ndarray, fy: np.ndarray, C: int, k: int, names) -> tuple:
+    need = max(2, k + 1)
+    rc, fc = np.bincount(ry, minlength=C), np.bincount(fy, minlength=C)
+    for what, counts in (("real", rc), ("generated", fc)):
+        short = np.flatnonzero(counts < need)
+        if len(short):
+            c = int(short[0])
+            raise ValueError(f"class {c} ({names[c]!r}) has {int(counts[c])} {what} image(s); "
+                             f"per-class metrics need at least {need} (2 for FID's covariance, "
+                             f"k + 1 = {k + 1} for precision/recall with k = {k}); "
+                             f"{len(short)} class(es) are short")
+    return rc, fc
+
+
+def check_class_counts(real_labels, fake_labels, *, num_classes: int, k: int = 5,
+                       class_names: Optional[Sequence[str]] = None) -> None:
+    """The ValueError evaluate_features raises for labels out of range or a class with too
+    few real or generated images, from the labels alone (before any feature is computed)."""
+    C = int(num_classes)
+    names = list(class_names) if class_names is not None else [str(c) for c in range(C)]
+    ry = _labels(real_labels, len(real_labels), C, "real")
+    fy = _labels(fake_labels, len(fake_labels), C, "generated")
+    _check_counts(ry, fy, C, k, names)
+
+
 def evaluate_features(real, real_labels, fake, fake_labels, *, num_classes: int,
                       fake_logits=None, train_counts: Optional[Sequence[int]] = None,
                       class_names: Optional[Sequence[str]] = None, k: int = 5,
@@ -86,16 +111,7 @@ def evaluate_features(real, real_labels, fake, fake_labels, *, num_classes: int,
         raise ValueError(f"{len(names)} class names for {C} classes")
     if train_counts is not None and len(train_counts) != C:
         raise ValueError(f"training counts for {len(train_counts)} classes, but {C} classes")
-    need = max(2, k + 1)
-    rc, fc = np.bincount(ry, minlength=C), np.bincount(fy, minlength=C)
-    for what, counts in (("real", rc), ("generated", fc)):
-        short = np.flatnonzero(counts < need)
-        if len(short):
-            c = int(short[0])
-            raise ValueError(f"class {c} ({names[c]!r}) has {int(counts[c])} {what} image(s); "
-                             f"per-class metrics need at least {need} (2 for FID's covariance, "
-                             f"k + 1 = {k + 1} for precision/recall with k = {k}); "
-                             f"{len(short)} class(es) are short")
+    rc, fc = _check_counts(ry, fy, C, k, names)
     kw = dict(k=k, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
               is_splits=is_splits, seed=seed, device=device)
     overall = metric_set(x, y, z, **kw)

@@ -248,3 +248,18 @@ def extract_features(backend: FeatureBackend, images, *, device="cpu", batch_siz
             bar.update(min(a + batch_size, n))
     f = torch.cat(feats) if feats else torch.zeros(0, backend.dim)
     return f, (torch.cat(logits) if logits else None)
+
+
+def gather_features(world, feats: Tensor, logits: Optional[Tensor]) -> tuple:
+    """Every rank's (features, logits) of its rows, concatenated in rank order on rank 0:
+    (features, logits or None) there, (None, None) on the other ranks. Features, not
+    images, cross between the processes."""
+    from ..distributed import gather_to_main
+
+    parts = gather_to_main(world, (feats.numpy(), None if logits is None else logits.numpy()))
+    if parts is None:
+        return None, None
+    f = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+    # a rank with no rows has no logits (extract_features returns None for zero batches)
+    zs = [p[1] for p in parts if p[1] is not None]
+    return f, (torch.from_numpy(np.concatenate(zs)) if zs else None)

@@ -51,19 +51,47 @@ def generate_images(generate, *, per_class: int, class_names, batch_size: int = 
     """A generated set of `per_class` images of every class from `generate(labels)`, a callable
     mapping int64 class labels [B] to uint8 images [B, C, H, W] (a generator with its
     sampling wrapped; the trainer's checkpoints provide one). Classes are asked for in order."""
-    import torch
-
     C = len(class_names)
+    labels = class_labels(C, per_class)
+    images = generate_rows(generate, labels, range(len(labels)), batch_size=batch_size)
+    return ArrayDataset(images, labels, num_classes=C, class_names=class_names, name="generated")
+
+
+def class_labels(num_classes: int, per_class: int) -> np.ndarray:
+    """The labels of generate_images's set: per_class times class 0, then class 1, ..."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
-    labels = np.repeat(np.arange(C), per_class)
+    return np.repeat(np.arange(num_classes), per_class)
+
+
+def generate_rows(generate, labels: np.ndarray, rows: range, *, skip=None,
+                  batch_size: int = 256):
+    """uint8 images [len(rows), H, W, C] (None when rows is empty): the rows `rows` of the set
+    that generate(labels chunk) makes chunk by chunk, `batch_size` labels at a time, in order.
+
+    Several processes split a set by rows; its images stay those of one process when the
+    randomness of a chunk is where one process has it: a chunk that holds any of `rows` is
+    generated whole (the same batch as in one process) and cut to them, and skip(labels
+    chunk) is called for every chunk before them, to draw (and drop) their randomness
+    without generating them (see train.sampling.skip_latents). Without skip, rows must start at 0."""
+    import torch
+
+    if rows.step != 1 or rows.start < 0 or rows.stop > len(labels):
+        raise ValueError(f"rows must be a contiguous range inside 0..{len(labels)}, got {rows}")
+    if len(rows) == 0:
+        return None
+    if rows.start > 0 and skip is None:
+        raise ValueError("rows that do not start at 0 need skip= (the randomness of the rows before)")
     chunks = []
-    for a in range(0, len(labels), batch_size):
+    for a in range(0, rows.stop, batch_size):
         y = torch.from_numpy(labels[a:a + batch_size])
+        if a + len(y) <= rows.start:
+            skip(y)
+            continue
         x = generate(y)
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[0] != len(y):
             raise ValueError(f"generate(labels) must return uint8 [B={len(y)}, C, H, W], got "
                              f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
-        chunks.append(x.permute(0, 2, 3, 1).cpu().numpy())
-    return ArrayDataset(np.concatenate(chunks), labels, num_classes=C, class_names=class_names,
-                        name="generated")
+        lo, hi = max(rows.start - a, 0), min(rows.stop - a, len(y))
+        chunks.append(x[lo:hi].permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(chunks)

@@ -10,6 +10,10 @@
                                                      # keep images the classifier recognises
     sgan-fast synthesize ... --mix 5000 --mix-bank runs/fmnist/classify/bank.npz
                                                      # + 5,000 inter-class images (mixed.npz)
+
+Several processes: torchrun --nproc-per-node N -m sgan_fast synthesize ... splits the
+generator's batches over the ranks; rank 0 gathers the images and writes the same export
+as one process (the latents of an image do not depend on the number of ranks).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import numpy as np
 
 from .._device import pick_device
 from .._io import refuse_overwrite, writable_dir
+from ..distributed import same_outcome
+from ..distributed import add_dist_args
 from .export import OUTPUTS, manifest_for, write_export
 from .plan import soft_confusion, topup_counts
 from .synthesize import ClassifierScorer, SynthConfig, synthesize, trained_on_padded
@@ -88,6 +94,7 @@ def add_parser(sub) -> None:
     m.add_argument("--mix-lambda", type=_range, default=d.mix_lambda,
                    help="l is drawn uniformly from lo,hi (default 0.2,0.8)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_dist_args(p)
 
 
 def _bank_confusion(path: str, meta: dict, C: int) -> np.ndarray:
@@ -117,54 +124,74 @@ def _check_memory(n: int, res: int, channels: int) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import current
     from ..train.sampling import load_generator
 
-    cfg = SynthConfig(count=args.count, total=args.total, truncation=args.truncation,
-                      seed=args.seed, batch_size=args.batch_size, min_confidence=args.min_confidence,
-                      max_tries=args.max_tries, allow_shortfall=args.allow_shortfall, mix=args.mix,
-                      mix_pairs=args.mix_pairs, mix_lambda=args.mix_lambda, progress=not args.quiet)
-    cfg.check()
-    if (args.min_confidence is None) != (args.classifier is None):
-        raise ValueError("filtering needs both --classifier and --min-confidence")
-    if args.min_confidence is None and (args.max_tries != SynthConfig.max_tries or args.allow_shortfall):
-        raise ValueError("--max-tries and --allow-shortfall apply to filtering: give --classifier "
-                         "and --min-confidence too")
-    if args.mix and not args.mix_bank:
-        raise ValueError("--mix needs --mix-bank (the training set's bank.npz) to pick class pairs")
-    if not args.mix and (args.mix_bank or args.mix_pairs is not None
-                         or tuple(args.mix_lambda) != SynthConfig.mix_lambda):
-        raise ValueError("--mix-bank, --mix-pairs and --mix-lambda apply to inter-class images: "
-                         "give --mix N (how many) too")
-    out = args.out
-    refuse_overwrite(out, OUTPUTS, args.overwrite)
-    writable_dir(out)
-    device = pick_device(args.device)
-    G, meta = load_generator(args.checkpoint, ema=not args.no_ema, device=device)
-    C = int(G.config["num_classes"])
-    data = meta.get("data") or {}
-    fp = data.get("fingerprint")
-    if not fp:
-        raise ValueError(f"{args.checkpoint} records no training-set class counts: is it a "
-                         "`sgan-fast train` checkpoint?")
-    real = [int(c) for c in fp["class_counts"]]
-    if len(real) != C:
-        raise ValueError(f"{args.checkpoint}: {len(real)} class counts for a {C}-class generator")
-    names = list(data.get("class_names") or [str(c) for c in range(C)])
-    channels = int(G.config.get("out_channels", 3))
-    _check_memory(int(topup_counts(real, cfg.count, total=cfg.total).sum()) + cfg.mix,
-                  int(G.config["resolution"]), channels)
-    padded = trained_on_padded(meta)
-    scorer = (ClassifierScorer(args.classifier, num_classes=C, channels=channels, device=device,
-                               crop=padded) if args.classifier else None)
-    if scorer is not None and scorer.meta.get("fingerprint") != fp:
+    world = current()
+    main = world.is_main
+    with same_outcome(world):
+        cfg = SynthConfig(count=args.count, total=args.total, truncation=args.truncation,
+                          seed=args.seed, batch_size=args.batch_size, min_confidence=args.min_confidence,
+                          max_tries=args.max_tries, allow_shortfall=args.allow_shortfall, mix=args.mix,
+                          mix_pairs=args.mix_pairs, mix_lambda=args.mix_lambda,
+                          progress=not args.quiet and main)
+        cfg.check()
+        if (args.min_confidence is None) != (args.classifier is None):
+            raise ValueError("filtering needs both --classifier and --min-confidence")
+        if args.min_confidence is None and (args.max_tries != SynthConfig.max_tries or args.allow_shortfall):
+            raise ValueError("--max-tries and --allow-shortfall apply to filtering: give --classifier "
+                             "and --min-confidence too")
+        if args.mix and not args.mix_bank:
+            raise ValueError("--mix needs --mix-bank (the training set's bank.npz) to pick class pairs")
+        if not args.mix and (args.mix_bank or args.mix_pairs is not None
+                             or tuple(args.mix_lambda) != SynthConfig.mix_lambda):
+            raise ValueError("--mix-bank, --mix-pairs and --mix-lambda apply to inter-class images: "
+                             "give --mix N (how many) too")
+        out = args.out
+        refuse_overwrite(out, OUTPUTS, args.overwrite)
+        if main:
+            writable_dir(out)
+    world.check_shared_dir(out)       # rank 0 writes the export there (several processes)
+    with same_outcome(world):
+        device = pick_device(args.device)
+        G, meta = load_generator(args.checkpoint, ema=not args.no_ema, device=device)
+        C = int(G.config["num_classes"])
+        data = meta.get("data") or {}
+        fp = data.get("fingerprint")
+        if not fp:
+            raise ValueError(f"{args.checkpoint} records no training-set class counts: is it a "
+                             "`sgan-fast train` checkpoint?")
+        real = [int(c) for c in fp["class_counts"]]
+        if len(real) != C:
+            raise ValueError(f"{args.checkpoint}: {len(real)} class counts for a {C}-class generator")
+        names = list(data.get("class_names") or [str(c) for c in range(C)])
+        channels = int(G.config.get("out_channels", 3))
+        if main:       # rank 0 holds the export; the other ranks a round of batches
+            _check_memory(int(topup_counts(real, cfg.count, total=cfg.total).sum()) + cfg.mix,
+                          int(G.config["resolution"]), channels)
+        padded = trained_on_padded(meta)
+        scorer = (ClassifierScorer(args.classifier, num_classes=C, channels=channels, device=device,
+                                   crop=padded) if args.classifier else None)
+        confusion = _bank_confusion(args.mix_bank, meta, C) if args.mix else None
+    if scorer is not None and scorer.meta.get("fingerprint") != fp and main:
         print(f"sgan-fast synthesize: note: the classifier {args.classifier} was trained on other "
               "data than the generator; it filters as it is", file=sys.stderr)
-    confusion = _bank_confusion(args.mix_bank, meta, C) if args.mix else None
     mode = (f"{args.total} in all, rarest classes first" if args.total is not None
             else f"every class topped up to {'the largest class' if args.count == 'majority' else args.count}")
-    print(f"sgan-fast synthesize: {C} classes (real per class {', '.join(map(str, real))}), "
-          f"{mode}, from step {meta['step']} on {device}", file=sys.stderr)
-    result = synthesize(G, real, cfg, class_names=names, scorer=scorer, confusion=confusion)
+    if main:
+        print(f"sgan-fast synthesize: {C} classes (real per class {', '.join(map(str, real))}), "
+              f"{mode}, from step {meta['step']} on {device}"
+              + (f", {world.world_size} processes" if world.distributed else ""), file=sys.stderr)
+    result = synthesize(G, real, cfg, class_names=names, scorer=scorer, confusion=confusion,
+                        world=world)
+    # rank 0 writes the export; the other ranks wait for its outcome (and share it)
+    with same_outcome(world):
+        if main:
+            _write(args, out, result, meta, cfg, names, channels, G, mode, device, padded)
+    return 0
+
+
+def _write(args, out, result, meta, cfg, names, channels, G, mode, device, padded) -> None:
     manifest = manifest_for(result, checkpoint=args.checkpoint, meta=meta, cfg=cfg,
                             ema=not args.no_ema, fmt=args.format, class_names=names,
                             channels=channels, resolution=int(G.config["resolution"]), mode=mode,
@@ -179,4 +206,3 @@ def run(args) -> int:
     print(f"sgan-fast synthesize: {len(result.labels)} images"
           + (f" + {len(result.mixed_labels)} inter-class" if len(result.mixed_labels) else "")
           + f" -> {', '.join(os.path.join(out, w) for w in written)}")
-    return 0

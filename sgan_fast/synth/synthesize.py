@@ -18,6 +18,12 @@ Three parts:
 
 Latents come from one torch.Generator seeded with `seed`, class by class then pair by pair,
 so an export is reproducible on the same device type with the same settings.
+
+Several processes (world=, under torchrun): the batches go round the ranks; every rank draws
+every batch's latents in that order (cheap next to the generator) and runs the generator on
+its own batches only, and rank 0 gathers the images. An image's latents depend on its place
+in the one-process order, never on the number of ranks, so the export is the one-process
+export (filtering included: the ranks replay the one-process count of accepted images).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import numpy as np
 import torch
 
 from .._progress import Progress
-from ..train.sampling import generate
+from ..distributed import gather_to_main, same_outcome
+from ..train.sampling import generate, skip_latents
 from .plan import similar_pairs, topup_counts
 
 
@@ -145,11 +152,120 @@ def _nhwc(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
+class _Stream:
+    """The run's latents, one torch.Generator seeded with cfg.seed, drawn batch by batch in
+    the one-process order. make(labels) runs G on a batch; skip(labels) draws the batch's
+    latents and drops them: with several processes every rank draws every batch's latents
+    (cheap next to G) and generates only its own batches, so each image gets the latents it
+    gets in one process whatever the number of ranks."""
+
+    def __init__(self, G, cfg: SynthConfig):
+        self.G, self.cfg = G, cfg
+        self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        self.z_dim = int(G.config["z_dim"])
+
+    def make(self, labels: torch.Tensor) -> torch.Tensor:
+        return generate(self.G, labels, generator=self.gen, batch_size=self.cfg.batch_size,
+                        truncation=self.cfg.truncation)
+
+    def skip(self, labels: torch.Tensor) -> None:
+        skip_latents(len(labels), self.z_dim, generator=self.gen, batch_size=self.cfg.batch_size,
+                     truncation=self.cfg.truncation)
+
+
+def _draw_batches(stream: _Stream, batches: list, world, progress) -> Optional[list]:
+    """The images (uint8 NHWC, one array per batch, in order) of `batches` (label tensors) on
+    rank 0, None on the other ranks. The batches go round the ranks, W at a time: rank r
+    makes batch start + r of each round, and rank 0 gathers the round's images (so it never
+    holds more than the export and one round's batches)."""
+    out = [] if world.is_main else None
+    W, made = world.world_size, 0
+    for start in range(0, len(batches), W):
+        mine = None
+        with same_outcome(world):
+            for j in range(start, min(start + W, len(batches))):
+                if j - start == world.rank:
+                    mine = _nhwc(stream.make(batches[j]))
+                else:
+                    stream.skip(batches[j])
+        parts = gather_to_main(world, mine)
+        if parts is not None:
+            for x in parts:
+                if x is not None:
+                    out.append(x)
+                    made += len(x)
+            progress(made)
+    return out
+
+
+def _draw_filtered(stream: _Stream, c: int, need: int, cfg: SynthConfig, scorer, world,
+                   progress) -> tuple:
+    """Class c filtered by the scorer: (kept images NHWC, one array per batch, on rank 0 (None
+    on the others); generated, accepted, the sum of the confidences, images kept), as one
+    process draws them: batches until `need` images passed or max_tries x need were drawn.
+
+    With W ranks the batches go round W at a time (rank r scores batch start + r); every rank
+    learns how many images of each passed, replays the one-process count, and when one
+    process would have stopped inside the round, rewinds the latent stream to that batch (the
+    images drawn after it are dropped), so the next class starts where it starts in one
+    process."""
+    bs = cfg.batch_size
+    budget = int(math.ceil(cfg.max_tries * need))
+    sizes = [min(bs, budget - a) for a in range(0, budget, bs)]
+    W, rank = world.world_size, world.rank
+    kept = [] if world.is_main else None
+    generated = accepted = have = 0
+    conf_sum = 0.0
+    k = 0
+    while have < need and generated < budget:
+        batch_ids = range(k, min(k + W, len(sizes)))
+        mine, states = None, []
+        with same_outcome(world):
+            for j in batch_ids:
+                y = torch.full((sizes[j],), c, dtype=torch.int64)
+                if j - k == rank:
+                    x = stream.make(y)
+                    p = scorer.probs(x)[:, c]
+                    mine = (float(p.sum()), x[p >= cfg.min_confidence])
+                else:
+                    stream.skip(y)
+                if W > 1:
+                    states.append(stream.gen.get_state())
+        stats = world.gather_objects(None if mine is None else (mine[0], len(mine[1])))
+        takes = []
+        for i, j in enumerate(batch_ids):       # the one-process count, batch by batch
+            conf, passed = stats[i]
+            generated += sizes[j]
+            conf_sum += conf
+            accepted += passed
+            takes.append(min(passed, need - have))
+            have += takes[-1]
+            if not (have < need and generated < budget):
+                break
+        if len(takes) < len(batch_ids):          # one process stops inside this round
+            stream.gen.set_state(states[len(takes) - 1])
+        send = _nhwc(mine[1][:takes[rank]]) if rank < len(takes) else None
+        parts = gather_to_main(world, send)
+        if parts is not None:
+            kept.extend(x for x in parts if x is not None)
+            progress(have)
+        k = batch_ids.stop
+    return kept, generated, accepted, conf_sum, have
+
+
 def synthesize(G, real_counts: Sequence[int], cfg: Optional[SynthConfig] = None, *,
                class_names: Optional[Sequence[str]] = None,
                scorer: Optional[ClassifierScorer] = None,
-               confusion: Optional[np.ndarray] = None) -> SynthResult:
-    """The synthetic images of every class (and the inter-class ones); see the module docstring."""
+               confusion: Optional[np.ndarray] = None, world=None) -> Optional[SynthResult]:
+    """The synthetic images of every class (and the inter-class ones); see the module docstring.
+
+    world (a sgan_fast.distributed.World; default one process): with several processes every
+    rank calls this with the same arguments, makes its share of the batches, and rank 0
+    gathers the images: the SynthResult on rank 0 (what one process returns), None on the
+    other ranks. An error from the settings or the filtering is raised on every rank."""
+    from ..distributed import World
+
+    world = world if world is not None else World()
     cfg = cfg or SynthConfig()
     cfg.check()
     C = int(G.config["num_classes"])
@@ -165,56 +281,58 @@ def synthesize(G, real_counts: Sequence[int], cfg: Optional[SynthConfig] = None,
                          "the class pairs")
     want = topup_counts(real, cfg.count, total=cfg.total)
     chosen = _choose_pairs(cfg, confusion, C)     # before any image: a bad setting fails now
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    draw = lambda labels: generate(G, labels, generator=gen, batch_size=cfg.batch_size,  # noqa: E731
-                                   truncation=cfg.truncation)
-    bar = Progress("synthesize", int(want.sum()) + cfg.mix, unit=" img", enabled=cfg.progress)
-    done = 0
+    mix = _mix_plan(cfg, chosen, C)
+    stream = _Stream(G, cfg)
+    bar = Progress("synthesize", int(want.sum()) + cfg.mix, unit=" img",
+                   enabled=cfg.progress and world.is_main)
+    main = world.is_main
     images, labels, per_class = [], [], []
-    for c in range(C):
-        need = int(want[c])
-        kept, generated, accepted, conf_sum = [], 0, 0, 0.0
-        budget = need if not filtering else int(math.ceil(cfg.max_tries * need))
-        have = 0
-        while have < need and generated < budget:
-            b = min(cfg.batch_size, budget - generated)
-            if not filtering:
-                b = min(b, need - have)
-            x = draw(torch.full((b,), c, dtype=torch.int64))
-            generated += b
-            if filtering:
-                p = scorer.probs(x)[:, c]
-                conf_sum += float(p.sum())
-                x = x[p >= cfg.min_confidence]
-                accepted += len(x)
-            kept.append(x[:need - have])
-            have += len(kept[-1])
-            bar.update(done + have)
-        done += need
-        x = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.uint8)
-        if len(x):
-            images.append(_nhwc(x))
-            labels.append(np.full(len(x), c, dtype=np.int64))
-        row = dict(cls=c, name=names[c], real=int(real[c]), requested=need, written=int(len(x)),
-                   total=int(real[c] + len(x)))
-        if filtering:
+    if not filtering:
+        # every batch is known in advance: the classes' then the pairs', in one go round the ranks
+        batches = [torch.full((min(cfg.batch_size, int(want[c]) - a),), c, dtype=torch.int64)
+                   for c in range(C) for a in range(0, int(want[c]), cfg.batch_size)]
+        drawn = _draw_batches(stream, batches + mix["batches"], world, bar.update)
+        if main:
+            class_part, mixed_part = drawn[:len(batches)], drawn[len(batches):]
+            images = [np.concatenate(class_part)] if class_part else []
+            labels = [np.repeat(np.arange(C), want)] if class_part else []
+        per_class = [dict(cls=c, name=names[c], real=int(real[c]), requested=int(want[c]),
+                          written=int(want[c]), total=int(real[c] + want[c])) for c in range(C)]
+    else:
+        done = 0
+        for c in range(C):
+            need = int(want[c])
+            kept, generated, accepted, conf_sum, have = _draw_filtered(
+                stream, c, need, cfg, scorer, world, lambda n: bar.update(done + n))
+            done += need
+            if main and have:
+                images.append(np.concatenate(kept))
+                labels.append(np.full(have, c, dtype=np.int64))
+            row = dict(cls=c, name=names[c], real=int(real[c]), requested=need, written=int(have),
+                       total=int(real[c] + have))
             row.update(generated=generated,
                        rejection_rate=(1 - accepted / generated) if generated else None,
                        mean_confidence=conf_sum / generated if generated else None)
-            if len(x) < need and not cfg.allow_shortfall:     # stop at the first short class
+            if have < need and not cfg.allow_shortfall:     # stop at the first short class
                 raise ValueError(
                     f"class {c} ({names[c]}) could not be filled at min_confidence "
-                    f"{cfg.min_confidence}: {len(x)}/{need} after {generated} tries, rejection rate "
+                    f"{cfg.min_confidence}: {have}/{need} after {generated} tries, rejection rate "
                     f"{100 * row['rejection_rate']:.0f}%. Lower min_confidence, raise max_tries "
                     f"(now {cfg.max_tries:g}) or pass allow_shortfall to write short classes")
-        per_class.append(row)
+            per_class.append(row)
+        mixed_part = _draw_batches(stream, mix["batches"], world, lambda n: bar.update(done + n))
+    if not main:
+        return None
     H = W = int(G.config["resolution"])
     ch = int(G.config.get("out_channels", 3))
     empty = np.zeros((0, H, W, ch), dtype=np.uint8)
-    mixed, pairs = _inter_class(draw, cfg, chosen, C, empty, lambda n: bar.update(done + n))
+    if cfg.mix:
+        mixed = (np.concatenate(mixed_part), *mix["arrays"])
+    else:
+        mixed = (empty, np.zeros((0, C), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     return SynthResult(np.concatenate(images) if images else empty,
                        np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
-                       per_class, *mixed, pairs)
+                       per_class, *mixed, mix["table"])
 
 
 def _choose_pairs(cfg: SynthConfig, confusion, C: int) -> list:
@@ -235,17 +353,16 @@ def _choose_pairs(cfg: SynthConfig, confusion, C: int) -> list:
     return similar_pairs(M, k)
 
 
-def _inter_class(draw, cfg: SynthConfig, chosen: list, C: int, empty: np.ndarray, progress) -> tuple:
-    """((images, targets, pairs, lambdas), pair table) of the inter-class images."""
-    none = (empty, np.zeros((0, C), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+def _mix_plan(cfg: SynthConfig, chosen: list, C: int) -> dict:
+    """The inter-class images to make: "batches" (float class vectors [<= batch_size, C], in
+    drawing order), "arrays" (targets, pairs, lambdas of every image) and the pair "table"."""
     if not cfg.mix:
-        return none, []
+        return dict(batches=[], arrays=None, table=[])
     per_pair = np.full(len(chosen), cfg.mix // len(chosen), dtype=np.int64)
     per_pair[:cfg.mix % len(chosen)] += 1           # the remainder to the most similar pairs
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 0x1A7E]))
     lo, hi = cfg.mix_lambda
-    images, targets, ij, lams, table = [], [], [], [], []
-    made = 0
+    batches, targets, ij, lams, table = [], [], [], [], []
     for (i, j, sim), n in zip(chosen, per_pair.tolist()):
         table.append(dict(i=i, j=j, similarity=sim, images=n))
         if n == 0:
@@ -254,13 +371,9 @@ def _inter_class(draw, cfg: SynthConfig, chosen: list, C: int, empty: np.ndarray
         t = np.zeros((n, C), dtype=np.float32)
         t[:, i] = lam
         t[:, j] = 1 - lam
-        for a in range(0, n, cfg.batch_size):
-            x = draw(torch.from_numpy(t[a:a + cfg.batch_size]))
-            images.append(_nhwc(x))
-            made += len(x)
-            progress(made)
+        batches += [torch.from_numpy(t[a:a + cfg.batch_size]) for a in range(0, n, cfg.batch_size)]
         targets.append(t)
         ij.append(np.tile(np.array([[i, j]], dtype=np.int64), (n, 1)))
         lams.append(lam)
-    return (np.concatenate(images), np.concatenate(targets), np.concatenate(ij),
-            np.concatenate(lams)), table
+    return dict(batches=batches, table=table,
+                arrays=(np.concatenate(targets), np.concatenate(ij), np.concatenate(lams)))

@@ -51,6 +51,15 @@ def generate(G, labels, *, generator: Optional[torch.Generator] = None, batch_si
         G.train(was_training)
 
 
+def skip_latents(n: int, z_dim: int, *, generator, batch_size: int = 256, truncation=None) -> None:
+    """Advances `generator` exactly as generate(G, labels of length n, generator=generator,
+    batch_size=batch_size, truncation=truncation) does, without running G: with several
+    processes, the latents of the images another rank makes are drawn and dropped, so that
+    this rank's images get the latents they get in one process."""
+    for a in range(0, int(n), batch_size):
+        latents(min(batch_size, int(n) - a), z_dim, generator=generator, truncation=truncation)
+
+
 def grid_image(images: torch.Tensor, nrow: int, *, pad: int = 2) -> np.ndarray:
     """uint8 [N, C, H, W] -> one uint8 [rows*(H+pad)+pad, nrow*(W+pad)+pad, C] image, row-major
     (the trainer's grids: one row per class), on a white background."""
