@@ -241,3 +241,20 @@ def test_demo_reports_a_failed_step_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli_mod, "main", fake)
     assert real_main(["demo", "--data", "mnist-5k", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 143
     assert "stopped by a signal during '1/3" in capsys.readouterr().err
+
+
+def test_an_elastic_restart_resumes_and_never_overwrites(data, tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "run")
+    assert _train(data, out, "--steps", "2") == 0
+    # torchrun --max-restarts started the workers again: the same command line, --overwrite
+    # included, must continue from the checkpoint rather than delete it
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert _train(data, out, "--steps", "3", "--overwrite") == 0
+    assert "restart 1 of an elastic launch: resuming from" in capsys.readouterr().err
+    assert load_checkpoint(out)["step"] == 3
+    steps = [int(r.split(",")[0]) for r in open(os.path.join(out, "log.csv")).read().split()[1:]]
+    assert steps == [1, 2, 3]
+    # the first attempt of a launch (restart count 0) is an ordinary run
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert _train(data, out, "--steps", "3") == 2
+    assert "already holds a run" in capsys.readouterr().err
