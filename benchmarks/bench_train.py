@@ -5,6 +5,8 @@ and model FLOP utilisation (MFU).
         reference_compiled fast fast_whole] [--steps N] [--reps 5] [--warmup 3] [--out CSV]
         [--md table.md]
     python benchmarks/bench_train.py --device cpu            # the tiny case, reference and fast
+    python benchmarks/bench_train.py --nproc 8 --cases biggan128 --providers fast
+                                  # 1..8 ranks (DDP), images/s and scaling efficiency
 
 Cases (BigGAN settings of TrainConfig's resolution defaults; target softmax, DiffAugment
 color,translation,cutout, mirror, EMA from step 0 so that every timed step does the EMA lerp
@@ -81,6 +83,12 @@ fraction), peak_tflops and peak_source (the ceiling used), matmul_tflops (bf16 m
 in this run); peak_mem_gib (torch.cuda.max_memory_allocated of the provider); tf32 (cuDNN conv
 and matmul TF32 switches: PyTorch's defaults are kept, so the float32 reference's convolutions
 use TF32 on a GPU); note (OOM / FAILED and the error); device, torch, cuda, triton, date.
+
+--nproc K: instead of the sweep above, each provider (default: fast) on 1..K ranks of this
+machine, weak scaling (every rank keeps the case's batch), with images/s and the scaling
+efficiency; rows go to results/train_scaling_<device>_<date>.csv (benchmarks/_scaling.py
+says how it is measured and what each column means). CPU rows (gloo) only show that the
+multi-process trainer runs; with one GPU only one rank is measurable.
 """
 
 from __future__ import annotations
@@ -378,7 +386,11 @@ def main(argv=None):
                     help="CSV to append to (default benchmarks/results/train_<gpu>_<date>.csv)")
     ap.add_argument("--md", default=None,
                     help="also write the markdown table here (rewritten after every row)")
+    ap.add_argument("--nproc", type=int, default=None, metavar="K",
+                    help="the scaling sweep: 1..K ranks (DDP) per provider instead (see above)")
     args = ap.parse_args(argv)
+    if args.nproc is not None and args.nproc < 1:
+        ap.error(f"--nproc must be >= 1, got {args.nproc}")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -387,7 +399,8 @@ def main(argv=None):
     cases = args.cases or (["biggan32", "biggan128"] if gpu else ["tiny"])
     if cases == ["all"]:
         cases = list(CASES)
-    providers = args.providers or (["reference", "reference_compiled", "fast", "fast_whole"]
+    providers = args.providers or (["fast"] if args.nproc else
+                                   ["reference", "reference_compiled", "fast", "fast_whole"]
                                    if gpu else ["reference", "fast"])
     for what, given, known in (("case", cases, CASES), ("provider", providers, PROVIDERS)):
         bad = [x for x in given if x not in known]
@@ -403,6 +416,14 @@ def main(argv=None):
     name, triton_version, date = machine()
     if not gpu and torch.cuda.is_available():   # --device cpu on a GPU machine
         name = platform.processor() or "cpu"
+    if args.nproc:
+        import _scaling
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                       f"train_scaling_{device_slug(name) if gpu else 'cpu'}_{date}.csv")
+        print(f"# training scaling on {name} ({device}), 1..{args.nproc} ranks; torch "
+              f"{torch.__version__}, {date}; rows -> {out}", flush=True)
+        return _scaling.sweep(args, device, cases, providers, (name, triton_version, date), out,
+                              append_csv, quantiles, sig)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"train_{device_slug(name) if gpu else 'cpu'}_{date}.csv")
     peak = args.peak_tflops if args.peak_tflops is not None else (H100_BF16_TFLOPS if gpu else None)

@@ -71,3 +71,34 @@ def test_bench_train_tiny_cpu(tmp_path):
     table = md.read_text()
     assert table.startswith("| case | provider |") and table.count("\n| tiny |") == 3
     assert "| tiny | fast_whole | fp32 | default (whole) | 4 | 0 | 0.00 |" in table
+
+
+SCALING_COLUMNS = ["provider", "case", "nproc", "per_rank_batch", "global_batch", "d_steps",
+                   "backend", "steps", "reps", "warmup_steps", "step_median_ms", "step_p20_ms",
+                   "step_p80_ms", "images_per_s", "scaling_efficiency", "graphs", "graph_breaks",
+                   "note", "device", "torch", "cuda", "date"]
+
+
+@pytest.mark.slow
+def test_bench_train_nproc_sweeps_one_and_two_gloo_ranks(tmp_path):
+    out = tmp_path / "scaling.csv"
+    cmd = [sys.executable, SCRIPT, "--device", "cpu", "--cases", "tiny", "--nproc", "2",
+           "--steps", "1", "--reps", "2", "--max-warmup", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == SCALING_COLUMNS
+        rows = list(reader)
+    assert [(r["provider"], r["nproc"], r["global_batch"]) for r in rows] == \
+        [("fast", "1", "8"), ("fast", "2", "16")]          # weak scaling: 8 per rank
+    assert [r["backend"] for r in rows] == ["none", "gloo"]
+    ips = []
+    for r in rows:
+        med = float(r["step_median_ms"])
+        assert float(r["step_p20_ms"]) <= med <= float(r["step_p80_ms"])
+        ips.append(float(r["images_per_s"]))
+        assert ips[-1] == pytest.approx(int(r["global_batch"]) * 2 / (med / 1e3), rel=1e-2)
+        assert "not a speed claim" in r["note"]
+    assert float(rows[0]["scaling_efficiency"]) == 1.0
+    assert float(rows[1]["scaling_efficiency"]) == pytest.approx(ips[1] / (2 * ips[0]), rel=1e-3)
