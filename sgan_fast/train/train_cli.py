@@ -152,13 +152,8 @@ def evaluator_for(args, train, cfg: TrainConfig, device):
 def run_train(args) -> int:
     """One process, or one rank of a torchrun launch (every rank runs this; rank 0 writes)."""
     world = distributed.current()
-    try:   # what each rank checks alone: a failure on any rank stops all ranks, before any work
-        setup, problem = _train_setup(args, world), None
-    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
-        if not world.distributed:
-            raise
-        setup, problem = None, str(exc)
-    world.check_all(problem)
+    with distributed.same_outcome(world):   # a failure on any rank stops all, before any work
+        setup = _train_setup(args, world)
     return _train(args, world, *setup)
 
 
