@@ -9,12 +9,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from sgan_fast.train import load_checkpoint
 
-from ..train._runs import tiny_dataset
+from ..train._runs import tiny_npz
 
 TINY = ["--resolution", "32", "--ch", "4", "--batch-size", "8", "--d-steps", "1",
         "--shared-dim", "8", "--z-dim", "16", "--log-every", "1", "--sample-every", "1000",
@@ -23,10 +22,7 @@ TINY = ["--resolution", "32", "--ch", "4", "--batch-size", "8", "--d-steps", "1"
 
 @pytest.fixture
 def data(tmp_path):
-    ds = tiny_dataset()
-    path = str(tmp_path / "blobs.npz")
-    np.savez(path, images=ds.images, labels=ds.labels)
-    return path
+    return tiny_npz(tmp_path / "blobs.npz")
 
 
 def _launch(data, out, *extra, torchrun=()):

@@ -23,6 +23,13 @@ def tiny_dataset(n=48, C=3, channels=1, res=32, seed=0):
     return ArrayDataset(np.stack(imgs), labels, num_classes=C, name="blobs")
 
 
+def tiny_npz(path) -> str:
+    """tiny_dataset() as the .npz a `--data` flag reads; returns the path."""
+    ds = tiny_dataset()
+    np.savez(path, images=ds.images, labels=ds.labels)
+    return str(path)
+
+
 def soft_bank(ds, *, onehot=False, seed=0):
     y = torch.from_numpy(ds.labels)
     if onehot:

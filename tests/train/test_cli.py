@@ -9,7 +9,7 @@ from sgan_fast.cli import main
 from sgan_fast.data import ArrayDataset
 from sgan_fast.train import load_checkpoint
 
-from ._runs import tiny_dataset
+from ._runs import tiny_npz
 
 TINY = ["--ch", "4", "--batch-size", "8", "--d-steps", "1", "--z-dim", "16", "--shared-dim", "8",
         "--log-every", "1", "--device", "cpu", "--no-progress", "--no-tensorboard"]
@@ -17,10 +17,7 @@ TINY = ["--ch", "4", "--batch-size", "8", "--d-steps", "1", "--z-dim", "16", "--
 
 @pytest.fixture
 def data(tmp_path):
-    ds = tiny_dataset()
-    path = str(tmp_path / "blobs.npz")
-    np.savez(path, images=ds.images, labels=ds.labels)
-    return path
+    return tiny_npz(tmp_path / "blobs.npz")
 
 
 def _train(data, out, *extra):
