@@ -117,6 +117,8 @@ def _bad_launches(world, root):
 
     attempt("settings", lambda: Trainer(tiny_config(seed=3 + world.rank, target="onehot"), ds,
                                         world=world))
+    attempt("bank", lambda: Trainer(tiny_config(), ds, bank=soft_bank(ds, seed=world.rank),
+                                    world=world))
     attempt("indivisible", lambda: Trainer(tiny_config(batch_size=7, target="onehot"), ds,
                                            world=world))
     attempt("not shared", lambda: Trainer(tiny_config(target="onehot"), ds, world=world,
@@ -138,9 +140,10 @@ def _bad_launches(world, root):
 def test_bad_launches_fail_on_every_rank_with_the_same_message(tmp_path):
     r0, r1 = run_ranks(_bad_launches, 2, tmp_path, str(tmp_path))
     assert not isinstance(r0, RankError) and not isinstance(r1, RankError), (r0, r1)
-    for case in ("settings", "indivisible", "not shared", "nan"):
+    for case in ("settings", "bank", "indivisible", "not shared", "nan"):
         assert r0[case] is not None and r0[case] == r1[case], (case, r0[case], r1[case])
     assert r0["settings"][0] == "DistributedError" and "seed: rank 0 has 3" in r0["settings"][1]
+    assert r0["bank"][0] == "DistributedError" and "(first: bank_digest: rank 0 has" in r0["bank"][1]
     assert r0["indivisible"][0] == "ValueError" and "not divisible by the world size 2" in r0["indivisible"][1]
     assert "storage every node shares" in r0["not shared"][1]
     assert not os.listdir(tmp_path / "node0")          # the marker was cleaned up, nothing else
