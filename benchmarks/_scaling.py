@@ -4,7 +4,8 @@ GPUs, one GPU per rank; gloo on the CPU) and its scaling efficiency.
 Weak scaling: every rank keeps the case's batch, so k ranks train a global batch of k x batch
 (the way one adds GPUs to go faster). For each k, k processes are spawned with torchrun's
 variables; each builds the case's data and a Trainer(world=...) and runs the same warm-up and
-timed repetitions as the one-process sweep (bench_train.warm_up, time_steps); rank 0's
+timed repetitions as the one-process sweep (bench_train.warm_up, time_steps; the warm-up is
+a fixed --max-warmup steps here, so that every rank runs the same steps); rank 0's
 times are the row (DDP keeps the ranks in step). images_per_s = k x batch x d_steps / median
 step time; scaling_efficiency = images_per_s(k) / (k x images_per_s(1)), 1.0 being perfect.
 
@@ -53,7 +54,9 @@ def _rank(rank, k, port, device, case, provider, opts, out_path):
         c0 = bt.dynamo_counts()
         trainer = Trainer(bt.make_config(case, provider, device, batch_size=batch * k), ds,
                           bank=bank, world=world)
-        ns = argparse.Namespace(**opts)
+        # every rank must run the same number of steps (each is a DDP collective): a fixed
+        # warm-up of --max-warmup steps, not "until this rank's times are stable"
+        ns = argparse.Namespace(**dict(opts, warmup=opts["max_warmup"], stable_tol=-1.0))
         n_warm, _, _ = bt.warm_up(trainer, dev.type, ns)
         ev, _ = bt.time_steps(trainer, dev.type, ns.steps, ns.reps)
         c1 = bt.dynamo_counts()

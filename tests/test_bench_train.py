@@ -95,6 +95,7 @@ def test_bench_train_nproc_sweeps_one_and_two_gloo_ranks(tmp_path):
     assert [r["backend"] for r in rows] == ["none", "gloo"]
     ips = []
     for r in rows:
+        assert not r["note"].startswith("FAILED"), (r["note"], proc.stdout[-3000:], proc.stderr[-3000:])
         med = float(r["step_median_ms"])
         assert float(r["step_p20_ms"]) <= med <= float(r["step_p80_ms"])
         ips.append(float(r["images_per_s"]))

@@ -44,9 +44,11 @@ class CrossReplicaBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed._functional_collectives import all_reduce
         group = self.group if self.group is not None else torch.distributed.group.WORLD
         xf = x.float()
+        # the sums and this rank's count in one all-reduce (slices may differ in size)
         count = torch.full((1,), float(x.numel() // x.shape[1]), device=x.device)
-        n = all_reduce(count, "sum", group)[0]
-        mean = all_reduce(xf.sum(dim=(0, 2, 3)), "sum", group) / n
+        sums = all_reduce(torch.cat([xf.sum(dim=(0, 2, 3)), count]), "sum", group)
+        n = sums[-1]
+        mean = sums[:-1] / n
         centred = xf - mean.view(1, -1, 1, 1)
         var = all_reduce(centred.square().sum(dim=(0, 2, 3)), "sum", group) / n
         y = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)

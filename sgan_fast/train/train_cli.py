@@ -159,10 +159,18 @@ def run_train(args) -> int:
 
 def _elastic_restart(args, world) -> bool:
     """torchrun restarted the workers (--max-restarts) of a run that has a checkpoint: resume
-    it, whatever --resume/--overwrite said (an --overwrite now would delete the progress)."""
+    it, whatever --resume/--overwrite said (an --overwrite now would delete the progress).
+    Checkpoints record torchrun's run id (TORCHELASTIC_RUN_ID, one per launch: a uuid with
+    --standalone, --rdzv-id otherwise); when the launch has one, only a checkpoint of this
+    launch is resumed, so a first attempt that died before its first checkpoint does not
+    make its restart continue an older run from the folder."""
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    if restarts == 0 or latest_checkpoint(args.out) is None:
+    ckpt = latest_checkpoint(args.out)
+    if restarts == 0 or ckpt is None:
         return False
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id not in (None, "", "none") and load_checkpoint(ckpt).get("launch_id") != run_id:
+        return False              # an older run's checkpoint: the command line decides
     if world.is_main:
         print(f"sgan-fast train: restart {restarts} of an elastic launch: resuming from "
               f"{latest_checkpoint(args.out)}", file=sys.stderr)
@@ -215,9 +223,9 @@ def _train(args, world, cfg, train, existing, kw) -> int:
     trainer = (Trainer.resume(cfg, train, existing, **kw) if args.resume
                else Trainer(cfg, train, **kw))     # builds the models; writes nothing yet
     world.check_shared_dir(out)   # before --overwrite deletes anything
-    if args.overwrite and not args.resume and world.is_main:
-        clear_run(out)            # only now: the data, the bank, the settings and the models checked out
-    world.barrier()
+    with distributed.same_outcome(world):   # rank 0 clears; its failure is every rank's
+        if args.overwrite and not args.resume and world.is_main:
+            clear_run(out)        # only now: the data, the bank, the settings and the models checked out
     c = trainer.cfg
     ranks = (f" on {world.world_size} ranks ({world.backend}, {c.batch_size // world.world_size} "
              "per rank)" if world.distributed else "")

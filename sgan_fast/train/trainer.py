@@ -157,6 +157,11 @@ class Trainer:
                                           ("compile", "off")) if getattr(cfg, k) == "auto"}
             cfg = dataclasses.replace(cfg, impl="ref", **auto_off)
         self.device = pick_device(cfg.device)
+        if world.distributed and world.device is not None and world.device.type != self.device.type:
+            raise ValueError(f"this run's device is {self.device} but the process group was made "
+                             f"for {world.device.type} ({world.backend}): pass the same --device "
+                             "to torchrun's command as the run uses (a resumed run keeps its "
+                             "checkpoint's device unless --device says otherwise)")
         cfg = dataclasses.replace(cfg, device=str(self.device))
         self.cfg, self.out, self.evaluator, self.callbacks = cfg, out, evaluator, tuple(callbacks)
         on_gpu = self.device.type == "cuda"
@@ -275,6 +280,7 @@ class Trainer:
         # check of a run's settings, before --overwrite clears the folder).
         self.log: Optional[RunLog] = None
         self._log_kept_to: Optional[int] = None
+        self._main_problem: Optional[str] = None   # a write that failed on rank 0 (_on_main)
 
     # --- one step --------------------------------------------------------------------------
 
@@ -435,6 +441,7 @@ class Trainer:
                    cuda=[torch.cuda.get_rng_state(self.device)] if on_gpu else [])
         return dict(step=self.step, config=self.cfg.to_dict(), data=self.data_info,
                     world_size=self.world.world_size,
+                    launch_id=os.environ.get("TORCHELASTIC_RUN_ID"),
                     model_config=dict(G=self.G.config, D=self.D.config),
                     G=self.G.state_dict(), D=self.D.state_dict(), G_ema=self.G_ema.state_dict(),
                     opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
@@ -448,9 +455,9 @@ class Trainer:
         if self.out is None:
             return None
         self.check_finite()
-        if not self._params_finite():   # the parameters are the same on every rank
-            raise NonFiniteLossError(f"the parameters are not finite at step {self.step}; "
-                                     "the checkpoint was not written")
+        self.world.check_all(None if self._params_finite() else   # equal on every rank anyway
+                             f"the parameters are not finite at step {self.step}; the "
+                             "checkpoint was not written", error=NonFiniteLossError)
         path = os.path.join(self.out, "checkpoints", name)
         problem = None
         if self.world.is_main:   # rank 0 writes; the others wait for it, and share its failure
@@ -518,10 +525,13 @@ class Trainer:
     def sample_grid(self, name: str, per_class: int = 8) -> Optional[str]:
         if self.out is None or not self.world.is_main:
             return None
-        imgs = class_grid(self.G_ema, self.num_classes, per_class, seed=self.cfg.seed)
         path = os.path.join(self.out, "samples", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_grid(imgs, path, per_class)
+
+        def write():
+            imgs = class_grid(self.G_ema, self.num_classes, per_class, seed=self.cfg.seed)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            save_grid(imgs, path, per_class)
+        self._on_main(write)
         return path
 
     def evaluate(self) -> Optional[dict]:
@@ -538,7 +548,7 @@ class Trainer:
                 failed = f"the periodic evaluation failed: {type(exc).__name__}: {exc}"
         raw, failed = self.world.broadcast_object((raw, failed))
         if failed:
-            raise RuntimeError(failed)
+            raise distributed.DistributedError("rank 0: " + failed)
         if raw is None:
             return None
         key = self.cfg.best_metric
@@ -554,10 +564,35 @@ class Trainer:
             if self.out is not None:
                 self.save(BEST)
         if self.log is not None:
-            self.log.eval_row(res)
+            self._on_main(lambda: self.log.eval_row(res))
         return res
 
     # --- the loop ---------------------------------------------------------------------------
+
+    def _open_run_folder(self) -> None:
+        """rank 0: the run folder, its log (kept up to a resumed step) and config.yaml."""
+        os.makedirs(self.out, exist_ok=True)
+        for name in (LATEST, BEST):   # half-written by a process killed while saving
+            remove_partial_writes(os.path.join(self.out, "checkpoints", name))
+        if self.log is None:
+            self.log = RunLog(self.out, tensorboard=self.cfg.tensorboard)
+            if self._log_kept_to is not None:
+                self.log.truncate_after(self._log_kept_to)
+        atomic_write_text(os.path.join(self.out, "config.yaml"), self.cfg.to_yaml())
+
+    def _on_main(self, write: Callable) -> None:
+        """Runs one of rank 0's writes (logs, grids, the run folder). With one process its
+        error is raised; with several it is kept in _main_problem, which the next per-step
+        exchange (or check) turns into the same error on every rank, rather than rank 0
+        leaving while the others wait in a collective."""
+        if not self.world.is_main or self._main_problem is not None:
+            return
+        try:
+            write()
+        except Exception as exc:
+            if not self.world.distributed:
+                raise
+            self._main_problem = f"{type(exc).__name__}: {exc}"
 
     def fit(self) -> TrainResult:
         """Trains up to cfg.steps (or cfg.max_minutes); checkpoints every cfg.ckpt_every steps,
@@ -567,9 +602,13 @@ class Trainer:
         handlers = {}
 
         def on_signal(signum, frame):
-            if stop["signal"] is not None:   # a second signal: stop now, no checkpoint
+            if stop["signal"] is not None and not self.world.distributed:
+                # a second signal: stop now, no checkpoint. Not with several ranks: a launcher
+                # may forward a scheduler's signal twice, and one rank leaving mid-collective
+                # would strand the others; torchrun's SIGKILL after --shutdown-timeout is the
+                # hard stop there
                 raise KeyboardInterrupt(f"second signal {signum}: stopped without a checkpoint")
-            stop["signal"] = signum
+            stop["signal"] = stop["signal"] or signum
 
         start = time.perf_counter()
         t_log, img_log, step0 = start, 0, self.step
@@ -583,15 +622,9 @@ class Trainer:
             if threading.current_thread() is threading.main_thread():
                 for s in (signal.SIGTERM, signal.SIGINT):
                     handlers[s] = signal.signal(s, on_signal)
-            if self.out is not None and world.is_main:
-                os.makedirs(self.out, exist_ok=True)
-                for name in (LATEST, BEST):   # half-written by a process killed while saving
-                    remove_partial_writes(os.path.join(self.out, "checkpoints", name))
-                if self.log is None:
-                    self.log = RunLog(self.out, tensorboard=cfg.tensorboard)
-                    if self._log_kept_to is not None:
-                        self.log.truncate_after(self._log_kept_to)
-                atomic_write_text(os.path.join(self.out, "config.yaml"), cfg.to_yaml())
+            if self.out is not None:
+                self._on_main(self._open_run_folder)
+                world.check_all(self._main_problem)
             while self.step < cfg.steps:
                 self.train_step()
                 img_log += per_step
@@ -605,13 +638,17 @@ class Trainer:
                     row = self._log_row(now - t_log, img_log)
                     t_log, img_log = now, 0
                     if self.log is not None:
-                        self.log.row(row)
+                        self._on_main(lambda: self.log.row(row))
                     bar.update(self.step, img_s=row["images_per_second"], d=row["d_loss"],
                                g=row["g_loss"])
                 # every rank stops at the same step: a signal or the time limit on any rank
                 # stops all (one host-side collective per step, over gloo)
                 over = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
-                flags = world.max_flag((stop["signal"] is not None) | (over << 1))
+                flags = world.max_flag((stop["signal"] is not None) | (over << 1)
+                                       | ((self._main_problem is not None) << 2))
+                if flags & 4:   # rank 0 could not write its files: every rank stops with why
+                    raise distributed.DistributedError(
+                        "rank 0: " + str(world.broadcast_object(self._main_problem)))
                 if flags & 1:   # checkpoint (below) first, nothing else
                     status = "interrupted"
                     if stop["signal"] is None:
@@ -627,9 +664,11 @@ class Trainer:
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
                     self.save()
             self.check_finite()
+            world.check_all(self._main_problem)
             path = self.save()
             if status != "interrupted":
                 self.sample_grid("final.png")
+                world.check_all(self._main_problem)
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)

@@ -162,12 +162,15 @@ def test_eval_on_two_ranks_reports_the_one_process_numbers(files, tmp_path):
     runs = {"ckpt": ["--checkpoint", files["ckpt"], "--per-class", 100, "--seed", 2, "--truncation", 1.5],
             "cas": ["--checkpoint", files["ckpt"], "--per-class", 6, "--seed", 3, "--cas",
                     "--cas-epochs", 1, "--test-data", files["test"]],
-            "file": ["--generated", files["gen"]]}
+            "file": ["--generated", files["gen"]],
+            # --no-cache and batches of 16: the 48 real images in 3 batches (rank 0 extracts
+            # rows 0..31, rank 1 rows 32..47), the 30 generated in 2 (0..15 and 16..29)
+            "nocache": ["--generated", files["gen"], "--no-cache", "--batch-size", 16]}
     argv = lambda side: [_eval_args(files, tmp_path / side / k, tmp_path / side / "cache", *v)  # noqa: E731
                          for k, v in runs.items()]
-    assert _one_process(argv("one")) == [0, 0, 0]
+    assert _one_process(argv("one")) == [0, 0, 0, 0]
     outs = _on_two_ranks(tmp_path, argv("two"))
-    assert [[rc for rc, _ in o] for o in outs] == [[0, 0, 0], [0, 0, 0]]
+    assert [[rc for rc, _ in o] for o in outs] == [[0, 0, 0, 0], [0, 0, 0, 0]]
     # Tolerance: none. Each rank extracts whole batches of the one-process run (the same rows,
     # the same shapes, one thread), so every feature is bit for bit the one-process feature;
     # rank 0 gets them in one-process order and computes the metrics as one process does.
@@ -179,7 +182,7 @@ def test_eval_on_two_ranks_reports_the_one_process_numbers(files, tmp_path):
     for k in runs:
         one = json.loads((tmp_path / "one" / k / "report.json").read_text())
         two = json.loads((tmp_path / "two" / k / "report.json").read_text())
-        assert one["num_generated"] == dict(ckpt=300, cas=18, file=30)[k] and ("cas" in one) == (k == "cas")
+        assert one["num_generated"] == dict(ckpt=300, cas=18, file=30, nocache=30)[k] and ("cas" in one) == (k == "cas")
         assert _numbers(two) == _numbers(one) and two == one, k
         assert sorted(os.listdir(tmp_path / "two" / k)) == ["plot.png", "report.json", "report.md"]
         assert (tmp_path / "two" / k / "report.md").read_text() == (tmp_path / "one" / k / "report.md").read_text()

@@ -124,6 +124,10 @@ def _bad_launches(world, root):
     attempt("not shared", lambda: Trainer(tiny_config(target="onehot"), ds, world=world,
                                           out=os.path.join(root, f"node{world.rank}")).fit())
 
+    os.makedirs(os.path.join(root, "badlog", "log.csv"), exist_ok=True)   # rank 0 cannot write its log
+    attempt("rank 0 write", lambda: Trainer(tiny_config(target="onehot"), ds, world=world,
+                                            out=os.path.join(root, "badlog")).fit())
+
     def poison_rank1_at_3(trainer):
         if trainer.step == 3 and world.rank == 1:
             with torch.no_grad():
@@ -140,12 +144,14 @@ def _bad_launches(world, root):
 def test_bad_launches_fail_on_every_rank_with_the_same_message(tmp_path):
     r0, r1 = run_ranks(_bad_launches, 2, tmp_path, str(tmp_path))
     assert not isinstance(r0, RankError) and not isinstance(r1, RankError), (r0, r1)
-    for case in ("settings", "bank", "indivisible", "not shared", "nan"):
+    for case in ("settings", "bank", "indivisible", "not shared", "rank 0 write", "nan"):
         assert r0[case] is not None and r0[case] == r1[case], (case, r0[case], r1[case])
     assert r0["settings"][0] == "DistributedError" and "seed: rank 0 has 3" in r0["settings"][1]
     assert r0["bank"][0] == "DistributedError" and "(first: bank_digest: rank 0 has" in r0["bank"][1]
     assert r0["indivisible"][0] == "ValueError" and "not divisible by the world size 2" in r0["indivisible"][1]
     assert "storage every node shares" in r0["not shared"][1]
+    assert r0["rank 0 write"][0] == "DistributedError" and "rank 0: " in r0["rank 0 write"][1]
+    assert "log.csv" in r0["rank 0 write"][1]
     assert not os.listdir(tmp_path / "node0")          # the marker was cleaned up, nothing else
     assert r0["nan"][0] == NonFiniteLossError.__name__
     assert re.search(r"became nan at step 4.*step 2\)", r0["nan"][1])

@@ -242,6 +242,7 @@ def test_demo_reports_a_failed_step_in_one_line(tmp_path, capsys, monkeypatch):
 
 def test_an_elastic_restart_resumes_and_never_overwrites(data, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "run")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-a")     # torchrun's id of this launch
     assert _train(data, out, "--steps", "2") == 0
     # torchrun --max-restarts started the workers again: the same command line, --overwrite
     # included, must continue from the checkpoint rather than delete it
@@ -255,3 +256,10 @@ def test_an_elastic_restart_resumes_and_never_overwrites(data, tmp_path, capsys,
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
     assert _train(data, out, "--steps", "3") == 2
     assert "already holds a run" in capsys.readouterr().err
+    # a restart of another launch whose first attempt died before its first checkpoint: the
+    # folder's checkpoint is an older run's, so the command line decides (here: refused)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-b")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert _train(data, out, "--steps", "4") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert load_checkpoint(out)["step"] == 3 and load_checkpoint(out)["launch_id"] == "launch-a"
