@@ -47,17 +47,7 @@ class ImageFolder(LabelledImages):
 
     def __init__(self, root, *, resolution: Optional[int] = None, channels: int = 3,
                  on_bad: str = "raise", extensions=IMAGE_EXTENSIONS, progress: bool = True):
-        if on_bad not in ("raise", "skip"):
-            raise ValueError(f"on_bad must be 'raise' or 'skip', got {on_bad!r}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if resolution is not None and resolution < 1:
-            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
-        root = os.fspath(root)
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"image folder {root} does not exist")
-        self.root, self.resolution, self.channels = root, resolution, channels
-        self.on_bad, self.skipped = on_bad, []
+        root = self._settings(root, resolution, channels, on_bad)
         exts = tuple(e.lower() for e in extensions)
         self.class_names = tuple(sorted(d for d in os.listdir(root)
                                         if not d.startswith(".") and os.path.isdir(os.path.join(root, d))))
@@ -84,13 +74,66 @@ class ImageFolder(LabelledImages):
                               RuntimeWarning, stacklevel=2)
         self.paths, self.labels = paths, np.asarray(labels, dtype=np.int64)
         self.num_classes = len(self.class_names)
+        self._finish(progress)
+
+    @classmethod
+    def from_list(cls, root, paths, labels, class_names, *, resolution: Optional[int] = None,
+                  channels: int = 3, on_bad: str = "raise", progress: bool = True,
+                  what: str = "the list") -> "ImageFolder":
+        """The images `paths` (relative to `root`, in this order) with classes `labels`
+        (0..len(class_names)-1): the datasets published as file lists (Tiny ImageNet's
+        val split, ImageNet-LT, ...). A path listed twice, a label out of range, or (with
+        on_bad="raise") a missing file is a ValueError naming it and `what`."""
+        self = cls.__new__(cls)
+        root = self._settings(root, resolution, channels, on_bad)
+        self.class_names = tuple(str(c) for c in class_names)
+        paths = [os.fspath(p).replace(os.sep, "/") for p in paths]
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if len(paths) != len(labels):
+            raise ValueError(f"{what}: {len(paths)} paths but {len(labels)} labels")
+        bad = np.flatnonzero((labels < 0) | (labels >= len(self.class_names)))
+        if bad.size:
+            raise ValueError(f"{what}: {paths[bad[0]]} has label {labels[bad[0]]}, outside "
+                             f"[0, {len(self.class_names)})")
+        seen: dict = {}
+        for i, rel in enumerate(paths):
+            if rel in seen:
+                raise ValueError(f"{what} lists {rel} twice (entries {seen[rel] + 1} and {i + 1})")
+            seen[rel] = i
+        keep = []
+        for i, rel in enumerate(paths):
+            if os.path.isfile(os.path.join(root, rel)):
+                keep.append(i)
+            else:
+                self._bad(rel, f"is listed in {what} but not found")
+        self.paths, self.labels = [paths[i] for i in keep], labels[keep]
+        self.num_classes = len(self.class_names)
+        self._finish(progress)
+        return self
+
+    def _settings(self, root, resolution, channels, on_bad) -> str:
+        if on_bad not in ("raise", "skip"):
+            raise ValueError(f"on_bad must be 'raise' or 'skip', got {on_bad!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if resolution is not None and resolution < 1:
+            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+        root = os.fspath(root)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        self.root, self.resolution, self.channels = root, resolution, channels
+        self.on_bad, self.skipped = on_bad, []
+        return root
+
+    def _finish(self, progress: bool) -> None:
         # (width, height) every image must have when resolution is None: the first image's,
         # read from its header now so that every DataLoader worker checks against the same
-        self._size = self._header_size(self.paths[0]) if self.paths and resolution is None else None
-        if on_bad == "skip":
+        self._size = (self._header_size(self.paths[0]) if self.paths and self.resolution is None
+                      else None)
+        if self.on_bad == "skip":
             self._verify(progress)
         if not self.paths:
-            raise ValueError(f"{root} has no readable images")
+            raise ValueError(f"{self.root} has no readable images")
 
     def _header_size(self, rel: str):
         try:

@@ -9,6 +9,9 @@
     cifar10             CIFAR-10 from its python batches in root= (cifar-10-batches-py)
     cifar100            CIFAR-100's 100 fine classes from root= (cifar-100-python)
     cifar100-coarse     CIFAR-100's 20 superclasses from root=
+    tiny-imagenet       Tiny ImageNet in root= (train/; val/ with its annotations as test)
+    imagenet-lt         the images list= names ("relative/path label" per line) under root=,
+    places-lt           with test_list= as the test split (ImageNet-LT, Places-LT lists)
     <folder>            an image folder, one subfolder per class (resolution= resizes)
     <file>.npz          an .npz with uint8 "images" [N, H, W(, C)] and "labels" [N]
 The built-in datasets bring their test split; a folder or .npz takes one from test_data=.
@@ -24,10 +27,13 @@ from typing import Optional
 
 from .cifar import cifar10, cifar100
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
+from .image_lists import image_list, tiny_imagenet
 from .image_folder import ImageFolder
 from .imbalance import PROFILES, ImbalancedSubset, make_imbalanced
 
-BUILTIN = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "cifar100-coarse")
+BUILTIN = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "cifar100-coarse",
+           "tiny-imagenet")
+LISTS = ("imagenet-lt", "places-lt")   # --list (and --test-list) files of "path label" lines
 
 
 @dataclasses.dataclass
@@ -44,6 +50,8 @@ class DataSpec:
     n_max: Optional[int] = None
     subset: Optional[str] = None
     progress: bool = True
+    list: Optional[str] = None          # imagenet-lt / places-lt: the training list
+    test_list: Optional[str] = None
 
 
 def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
@@ -63,6 +71,11 @@ def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
         return cifar10(root, split)
     if data in ("cifar100", "cifar100-coarse"):
         return cifar100(root, split, coarse=data == "cifar100-coarse")
+    if data == "tiny-imagenet":
+        return tiny_imagenet(root, split, resolution=resolution, channels=channels,
+                             on_bad=on_bad, progress=progress)
+    if data in LISTS:
+        raise ValueError(f"--data {data} is opened from --list (open_data does it)")
     if data.endswith(".npz"):
         if not os.path.exists(data):
             raise FileNotFoundError(f"dataset file {data} not found")
@@ -70,21 +83,28 @@ def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
     if os.path.isdir(data):
         return ImageFolder(data, resolution=resolution, channels=channels, on_bad=on_bad,
                            progress=progress)
-    raise ValueError(f"--data {data!r} is neither a built-in dataset ({', '.join(BUILTIN)}), an "
-                     "image folder nor an .npz file")
+    raise ValueError(f"--data {data!r} is neither a built-in dataset ({', '.join(BUILTIN)}), a "
+                     f"list dataset ({', '.join(LISTS)}), an image folder nor an .npz file")
 
 
 def open_data(spec: DataSpec) -> tuple:
     """(training set, test set or None, ImbalancedSubset or None)."""
     kw = dict(root=spec.root, resolution=spec.resolution, channels=spec.channels,
               on_bad=spec.on_bad, progress=spec.progress)
-    train = open_one(spec.data, split="train", **kw)
-    if spec.test_data is not None:
-        test = open_one(spec.test_data, split="test", **kw)
-    elif spec.data in BUILTIN:
-        test = open_one(spec.data, split="test", **kw)
+    if spec.data in LISTS:
+        if spec.test_data is not None:
+            raise ValueError(f"--data {spec.data} takes its test split from --test-list, not --test-data")
+        train, test = _open_lists(spec)
     else:
-        test = None
+        if spec.list is not None or spec.test_list is not None:
+            raise ValueError(f"--list and --test-list go with --data {' or '.join(LISTS)}")
+        train = open_one(spec.data, split="train", **kw)
+        if spec.test_data is not None:
+            test = open_one(spec.test_data, split="test", **kw)
+        elif spec.data in BUILTIN:
+            test = open_one(spec.data, split="test", **kw)
+        else:
+            test = None
     if spec.imbalance != "none" and spec.subset is not None:
         raise ValueError("give either an imbalance profile or a subset manifest, not both")
     subset = None
@@ -103,12 +123,31 @@ def open_data(spec: DataSpec) -> tuple:
     return train, test, subset
 
 
+def _open_lists(spec: DataSpec) -> tuple:
+    if spec.list is None:
+        raise ValueError(f"--data {spec.data} needs --list, the training list file "
+                         "(e.g. ImageNet_LT_train.txt: 'relative/path label' per line)")
+    kw = dict(resolution=spec.resolution, channels=spec.channels, on_bad=spec.on_bad,
+              progress=spec.progress)
+    train = image_list(spec.root, spec.list, **kw)
+    test = None
+    if spec.test_list is not None:
+        test = image_list(spec.root, spec.test_list, classes=[int(c) for c in train.class_names],
+                          **kw)
+    return train, test
+
+
 def add_data_args(parser) -> None:
     """The dataset flags every command shares."""
     g = parser.add_argument_group("data")
     g.add_argument("--data", required=True,
-                   help=f"{', '.join(BUILTIN)}, an image folder (one subfolder per class) or an .npz")
-    g.add_argument("--root", default=None, help="folder of the built-in dataset's files")
+                   help=f"{', '.join(BUILTIN + LISTS)}, an image folder (one subfolder per class) "
+                        "or an .npz")
+    g.add_argument("--root", default=None, help="folder of the built-in dataset's files (or "
+                   "the folder a list's paths are relative to)")
+    g.add_argument("--list", default=None, help=f"--data {' / '.join(LISTS)}: the training list "
+                   "('relative/path label' per line)")
+    g.add_argument("--test-list", default=None, help="the test list, numbered like --list")
     g.add_argument("--test-data", default=None,
                    help="test split for a folder or .npz dataset (built-ins bring theirs)")
     g.add_argument("--resolution", type=int, default=None, help="resize image folders to this")
@@ -129,4 +168,5 @@ def data_spec(args) -> DataSpec:
                     resolution=args.resolution, channels=args.channels,
                     on_bad="skip" if args.skip_bad_images else "raise", imbalance=args.imbalance,
                     rho=args.rho, imbalance_seed=args.imbalance_seed, n_max=args.n_max,
-                    subset=args.subset, progress=not getattr(args, "quiet", False))
+                    subset=args.subset, progress=not getattr(args, "quiet", False),
+                    list=getattr(args, "list", None), test_list=getattr(args, "test_list", None))
