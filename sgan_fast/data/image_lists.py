@@ -114,3 +114,54 @@ def image_list(root: str, list_file: str, *, classes=None, **kw) -> ImageFolder:
                          f"is not one of the training list's {len(values)} classes")
     return ImageFolder.from_list(root, paths, labels, [str(v) for v in values], what=list_file,
                                  **kw)
+
+
+def inat_json(root: str, json_file: str, *, classes=None, **kw) -> ImageFolder:
+    """The images of an iNaturalist (2017-2021) COCO-style json ("images" with "id" and
+    "file_name", "annotations" with "image_id" and "category_id", "categories" with "id" and
+    "name"), relative to `root`. Classes: the category ids in increasing order, named by the
+    categories' names; classes= (the training json's ids, `train.category_ids`) numbers a
+    validation json alike. An image without an annotation, two annotations for one image,
+    or an annotation of an unknown image or category is an error naming the json."""
+    import json
+
+    if root is None:
+        raise ValueError(f"an iNaturalist json needs --root, the folder {json_file}'s file "
+                         "names are relative to")
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"json file {json_file} not found")
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            meta = json.load(f)
+        images = {int(im["id"]): im["file_name"] for im in meta["images"]}
+        anns = [(int(a["image_id"]), int(a["category_id"])) for a in meta.get("annotations", [])]
+        cats = {int(c["id"]): str(c.get("name", c["id"])) for c in meta.get("categories", [])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{json_file} is not an iNaturalist json ({type(exc).__name__}: {exc})") from None
+    label_of: dict = {}
+    for image_id, cat in anns:
+        if image_id not in images:
+            raise ValueError(f"{json_file}: an annotation names image id {image_id}, which is not "
+                             "in its images")
+        if image_id in label_of:
+            raise ValueError(f"{json_file}: image id {image_id} ({images[image_id]}) has two "
+                             "annotations")
+        label_of[image_id] = cat
+    missing = [i for i in images if i not in label_of]
+    if missing:
+        raise ValueError(f"{json_file}: image id {missing[0]} ({images[missing[0]]}) has no "
+                         f"annotation ({len(missing)} such images; a challenge test json has no "
+                         "labels and cannot be a dataset here)")
+    ids = sorted(cats) if classes is None and cats else (
+        sorted(set(label_of.values())) if classes is None else [int(c) for c in classes])
+    index = {c: k for k, c in enumerate(ids)}
+    order = sorted(images)                                   # image id order: deterministic
+    unknown = [i for i in order if label_of[i] not in index]
+    if unknown:
+        raise ValueError(f"{json_file}: {images[unknown[0]]} has category {label_of[unknown[0]]}, "
+                         f"which is not one of the {len(ids)} classes")
+    ds = ImageFolder.from_list(root, [images[i] for i in order],
+                               [index[label_of[i]] for i in order],
+                               [cats.get(c, str(c)) for c in ids], what=json_file, **kw)
+    ds.category_ids = list(ids)
+    return ds

@@ -12,6 +12,8 @@
     tiny-imagenet       Tiny ImageNet in root= (train/; val/ with its annotations as test)
     imagenet-lt         the images list= names ("relative/path label" per line) under root=,
     places-lt           with test_list= as the test split (ImageNet-LT, Places-LT lists)
+    inat2018, inat2019  the images json= (iNaturalist's COCO-style json) names under root=,
+                        with test_json= (its val json) as the test split
     <folder>            an image folder, one subfolder per class (resolution= resizes)
     <file>.npz          an .npz with uint8 "images" [N, H, W(, C)] and "labels" [N]
 The built-in datasets bring their test split; a folder or .npz takes one from test_data=.
@@ -27,13 +29,14 @@ from typing import Optional
 
 from .cifar import cifar10, cifar100
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
-from .image_lists import image_list, tiny_imagenet
+from .image_lists import image_list, inat_json, tiny_imagenet
 from .image_folder import ImageFolder
 from .imbalance import PROFILES, ImbalancedSubset, make_imbalanced
 
 BUILTIN = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "cifar100-coarse",
            "tiny-imagenet")
 LISTS = ("imagenet-lt", "places-lt")   # --list (and --test-list) files of "path label" lines
+JSONS = ("inat2018", "inat2019")       # --json (and --test-json): iNaturalist's json
 
 
 @dataclasses.dataclass
@@ -52,6 +55,8 @@ class DataSpec:
     progress: bool = True
     list: Optional[str] = None          # imagenet-lt / places-lt: the training list
     test_list: Optional[str] = None
+    json: Optional[str] = None          # inat2018 / inat2019: the training json
+    test_json: Optional[str] = None
 
 
 def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
@@ -74,8 +79,8 @@ def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
     if data == "tiny-imagenet":
         return tiny_imagenet(root, split, resolution=resolution, channels=channels,
                              on_bad=on_bad, progress=progress)
-    if data in LISTS:
-        raise ValueError(f"--data {data} is opened from --list (open_data does it)")
+    if data in LISTS + JSONS:
+        raise ValueError(f"--data {data} is opened from --list / --json (open_data does it)")
     if data.endswith(".npz"):
         if not os.path.exists(data):
             raise FileNotFoundError(f"dataset file {data} not found")
@@ -84,20 +89,23 @@ def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
         return ImageFolder(data, resolution=resolution, channels=channels, on_bad=on_bad,
                            progress=progress)
     raise ValueError(f"--data {data!r} is neither a built-in dataset ({', '.join(BUILTIN)}), a "
-                     f"list dataset ({', '.join(LISTS)}), an image folder nor an .npz file")
+                     f"list dataset ({', '.join(LISTS + JSONS)}), an image folder nor an .npz file")
 
 
 def open_data(spec: DataSpec) -> tuple:
     """(training set, test set or None, ImbalancedSubset or None)."""
     kw = dict(root=spec.root, resolution=spec.resolution, channels=spec.channels,
               on_bad=spec.on_bad, progress=spec.progress)
-    if spec.data in LISTS:
+    if spec.data not in LISTS and (spec.list is not None or spec.test_list is not None):
+        raise ValueError(f"--list and --test-list go with --data {' or '.join(LISTS)}")
+    if spec.data not in JSONS and (spec.json is not None or spec.test_json is not None):
+        raise ValueError(f"--json and --test-json go with --data {' or '.join(JSONS)}")
+    if spec.data in LISTS + JSONS:
         if spec.test_data is not None:
-            raise ValueError(f"--data {spec.data} takes its test split from --test-list, not --test-data")
+            raise ValueError(f"--data {spec.data} takes its test split from --test-list or "
+                             "--test-json, not --test-data")
         train, test = _open_lists(spec)
     else:
-        if spec.list is not None or spec.test_list is not None:
-            raise ValueError(f"--list and --test-list go with --data {' or '.join(LISTS)}")
         train = open_one(spec.data, split="train", **kw)
         if spec.test_data is not None:
             test = open_one(spec.test_data, split="test", **kw)
@@ -124,6 +132,16 @@ def open_data(spec: DataSpec) -> tuple:
 
 
 def _open_lists(spec: DataSpec) -> tuple:
+    kw = dict(resolution=spec.resolution, channels=spec.channels, on_bad=spec.on_bad,
+              progress=spec.progress)
+    if spec.data in JSONS:
+        if spec.json is None:
+            raise ValueError(f"--data {spec.data} needs --json, the training json "
+                             f"(e.g. train{spec.data[-4:]}.json)")
+        train = inat_json(spec.root, spec.json, **kw)
+        test = (inat_json(spec.root, spec.test_json, classes=train.category_ids, **kw)
+                if spec.test_json is not None else None)
+        return train, test
     if spec.list is None:
         raise ValueError(f"--data {spec.data} needs --list, the training list file "
                          "(e.g. ImageNet_LT_train.txt: 'relative/path label' per line)")
@@ -141,13 +159,15 @@ def add_data_args(parser) -> None:
     """The dataset flags every command shares."""
     g = parser.add_argument_group("data")
     g.add_argument("--data", required=True,
-                   help=f"{', '.join(BUILTIN + LISTS)}, an image folder (one subfolder per class) "
+                   help=f"{', '.join(BUILTIN + LISTS + JSONS)}, an image folder (one subfolder per class) "
                         "or an .npz")
     g.add_argument("--root", default=None, help="folder of the built-in dataset's files (or "
                    "the folder a list's paths are relative to)")
     g.add_argument("--list", default=None, help=f"--data {' / '.join(LISTS)}: the training list "
                    "('relative/path label' per line)")
     g.add_argument("--test-list", default=None, help="the test list, numbered like --list")
+    g.add_argument("--json", default=None, help=f"--data {' / '.join(JSONS)}: the training json")
+    g.add_argument("--test-json", default=None, help="the validation json, numbered like --json")
     g.add_argument("--test-data", default=None,
                    help="test split for a folder or .npz dataset (built-ins bring theirs)")
     g.add_argument("--resolution", type=int, default=None, help="resize image folders to this")
@@ -169,4 +189,5 @@ def data_spec(args) -> DataSpec:
                     on_bad="skip" if args.skip_bad_images else "raise", imbalance=args.imbalance,
                     rho=args.rho, imbalance_seed=args.imbalance_seed, n_max=args.n_max,
                     subset=args.subset, progress=not getattr(args, "quiet", False),
-                    list=getattr(args, "list", None), test_list=getattr(args, "test_list", None))
+                    list=getattr(args, "list", None), test_list=getattr(args, "test_list", None),
+                    json=getattr(args, "json", None), test_json=getattr(args, "test_json", None))

@@ -110,3 +110,44 @@ def test_a_test_label_unknown_to_the_training_list_and_misplaced_flags(lt):
         open_data(DataSpec(data="imagenet-lt", root=str(root)))
     with pytest.raises(ValueError, match="go with --data imagenet-lt or places-lt"):
         open_data(DataSpec(data="mnist-5k", list=str(d / "train.txt")))
+
+
+def _inat(d, name, images, anns, cats):
+    import json
+    (d / name).write_text(json.dumps(dict(
+        images=[dict(id=i, file_name=f) for i, f in images],
+        annotations=[dict(id=k, image_id=i, category_id=c) for k, (i, c) in enumerate(anns)],
+        categories=[dict(id=c, name=n) for c, n in cats])))
+    return str(d / name)
+
+
+def test_inat_json_train_and_val_numbered_alike(lt):
+    root, d = lt
+    cats = [(40, "Aves"), (3, "Fungi"), (17, "Plantae")]
+    train_json = _inat(d, "train2018.json", [(9, "train/c/4.png"), (2, "train/a/1.png"),
+                                             (5, "train/b/2.png")],
+                       [(2, 3), (5, 40), (9, 17)], cats)
+    val_json = _inat(d, "val2018.json", [(1, "val/x.png"), (0, "val/y.png")],
+                     [(1, 17), (0, 40)], [(17, "Plantae"), (40, "Aves")])
+    train, test, _ = open_data(DataSpec(data="inat2018", root=str(root), json=train_json,
+                                        test_json=val_json))
+    assert train.class_names == ("Fungi", "Plantae", "Aves")    # category ids 3 < 17 < 40
+    assert train.paths == ["train/a/1.png", "train/b/2.png", "train/c/4.png"]   # by image id
+    assert train.labels.tolist() == [0, 2, 1]
+    assert test.paths == ["val/y.png", "val/x.png"] and test.labels.tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("images, anns, message", [
+    ([(1, "train/a/1.png")], [], r"image id 1 \(train/a/1.png\) has no annotation"),
+    ([(1, "train/a/1.png")], [(1, 3), (1, 3)], r"image id 1 .* has two annotations"),
+    ([(1, "train/a/1.png")], [(2, 3)], r"names image id 2, which is not in its images"),
+    ([(1, "train/a/1.png"), (2, "train/a/1.png")], [(1, 3), (2, 3)], r"lists train/a/1.png twice"),
+])
+def test_bad_inat_jsons_are_named(lt, images, anns, message):
+    root, d = lt
+    path = _inat(d, "bad.json", images, anns, [(3, "Fungi")])
+    with pytest.raises(ValueError, match=message):
+        open_data(DataSpec(data="inat2019", root=str(root), json=path))
+    with pytest.raises(ValueError, match="go with --data inat2018 or inat2019"):
+        open_data(DataSpec(data="imagenet-lt", root=str(root), list=str(d / "train.txt"),
+                           json=path))
