@@ -68,18 +68,20 @@ def main(argv=None) -> int:
     demo.add_argument("--classes", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
     from . import demo_cli
+    from .data import prepare_cli
     from .labels import classify_cli
     from .metrics import eval_cli
     from .synth import downstream_cli, synth_cli
     from .train import train_cli
     demo_cli.add_parser(sub)
+    prepare_cli.add_parser(sub)
     classify_cli.add_parser(sub)
     train_cli.add_parser(sub)
     eval_cli.add_parser(sub)
     synth_cli.add_parser(sub)
     downstream_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"info": _cmd_info, "check-head": _cmd_check_head, "demo": demo_cli.run,
+    commands = {"info": _cmd_info, "check-head": _cmd_check_head, "demo": demo_cli.run, "prepare": prepare_cli.run,
                 "classify": classify_cli.run, "train": train_cli.run_train,
                 "sample": train_cli.run_sample, "eval": eval_cli.run,
                 "synthesize": synth_cli.run, "downstream": downstream_cli.run}

@@ -1,9 +1,10 @@
 """Choosing a loader: make_loader(dataset, sampler, device=..., kind="auto").
 
-    kind="auto":  an ArrayDataset -> GPUResidentLoader (the whole dataset on the device; it
-                  raises MemoryError when the dataset does not fit, and then an image folder
-                  with a streaming loader is the way); an ImageFolder -> DALILoader on a GPU
-                  when DALI is installed, else TorchLoader.
+    kind="auto":  an ArrayDataset -> GPUResidentLoader (the whole dataset on the device), or
+                  TorchLoader with a warning when it does not fit there (a prepared folder
+                  is then streamed from its memory map); an ImageFolder -> DALILoader on a
+                  GPU when DALI is installed, else TorchLoader. kind="gpu_resident" raises
+                  MemoryError when the dataset does not fit.
     kind="gpu_resident" | "dali" | "torch": that loader.
 Every loader yields (step, (images, labels, indices)) with the same contract.
 """
@@ -39,7 +40,13 @@ def make_loader(dataset, sampler: BatchSampler, *, device="cuda", kind: str = "a
         raise ValueError(f"unknown loader kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "auto":
         if isinstance(dataset, ArrayDataset):
-            kind = "gpu_resident"
+            try:
+                return GPUResidentLoader(dataset, sampler, device=device, **kwargs)
+            except MemoryError as exc:
+                import warnings
+                warnings.warn(f"{exc}; streaming it with the DataLoader loader instead",
+                              RuntimeWarning, stacklevel=2)
+                kind = "torch"
         elif isinstance(dataset, ImageFolder) and torch.device(device).type == "cuda" and _dali_installed():
             kind = "dali"
         else:

@@ -14,7 +14,8 @@
     places-lt           with test_list= as the test split (ImageNet-LT, Places-LT lists)
     inat2018, inat2019  the images json= (iNaturalist's COCO-style json) names under root=,
                         with test_json= (its val json) as the test split
-    <folder>            an image folder, one subfolder per class (resolution= resizes)
+    <folder>            an image folder, one subfolder per class (resolution= resizes), or a
+                        folder `sgan-fast prepare` wrote (its test split, when it has one)
     <file>.npz          an .npz with uint8 "images" [N, H, W(, C)] and "labels" [N]
 The built-in datasets bring their test split; a folder or .npz takes one from test_data=.
 With imbalance= (exp, step, reference) the training set is replaced by its long-tailed
@@ -30,6 +31,7 @@ from typing import Optional
 from .cifar import cifar10, cifar100
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
 from .image_lists import image_list, inat_json, tiny_imagenet
+from .prepared import is_prepared, open_prepared
 from .image_folder import ImageFolder
 from .imbalance import PROFILES, ImbalancedSubset, make_imbalanced
 
@@ -85,6 +87,8 @@ def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
         if not os.path.exists(data):
             raise FileNotFoundError(f"dataset file {data} not found")
         return ArrayDataset.from_npz(data)
+    if os.path.isdir(data) and is_prepared(data):
+        return open_prepared(data, split)
     if os.path.isdir(data):
         return ImageFolder(data, resolution=resolution, channels=channels, on_bad=on_bad,
                            progress=progress)
@@ -111,6 +115,8 @@ def open_data(spec: DataSpec) -> tuple:
             test = open_one(spec.test_data, split="test", **kw)
         elif spec.data in BUILTIN:
             test = open_one(spec.data, split="test", **kw)
+        elif is_prepared(spec.data) and "test" in _prepared_splits(spec.data):
+            test = open_one(spec.data, split="test", **kw)
         else:
             test = None
     if spec.imbalance != "none" and spec.subset is not None:
@@ -129,6 +135,12 @@ def open_data(spec: DataSpec) -> tuple:
                                      rho=spec.rho, n_max=spec.n_max, seed=spec.imbalance_seed)
         train = train.subset(subset.indices)
     return train, test, subset
+
+
+def _prepared_splits(path) -> list:
+    import json
+    with open(os.path.join(path, "prepared.json")) as f:
+        return list(json.load(f).get("splits", {}))
 
 
 def _open_lists(spec: DataSpec) -> tuple:
