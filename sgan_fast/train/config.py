@@ -68,6 +68,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_start: int = 1000
     lecam: float = 0.0                  # LeCam weight; 0 = off
+    cr: float = 0.0                     # consistency regularisation weight (the reference's --CR)
     lecam_decay: float = 0.99
     sampler: str = "instance"
     seed: int = 0
@@ -131,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"Adam betas must be in [0, 1), got {self.adam_beta1}, {self.adam_beta2}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.cr < 0:
+            raise ValueError(f"cr must be >= 0 (0: no consistency regularisation), got {self.cr}")
         if self.lecam < 0 or not 0 <= self.lecam_decay < 1:
             raise ValueError(f"lecam must be >= 0 and lecam_decay in [0, 1), got {self.lecam}, "
                              f"{self.lecam_decay}")
@@ -171,8 +174,10 @@ def resume_differences(saved: dict, now: "TrainConfig") -> list[str]:
     cuda:1), not across: the trainer's random generators and the loader's flips are
     device-specific, so the run would not continue as it would have."""
     mine = now.to_dict()
-    out = [f"{k}: checkpoint {saved.get(k)!r}, now {mine[k]!r}" for k in mine
-           if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
+    # a setting newer than the checkpoint had its default then
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    out = [f"{k}: checkpoint {saved.get(k, default[k])!r}, now {mine[k]!r}" for k in mine
+           if k not in RESUMABLE_CHANGES and saved.get(k, default[k]) != mine[k]]
     a, b = saved.get("device"), mine.get("device")
     if a and b and a.split(":")[0] != b.split(":")[0]:
         out.append(f"device: checkpoint {a!r}, now {b!r} (a run continues on the device type "

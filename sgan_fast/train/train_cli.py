@@ -47,6 +47,10 @@ _HELP = {
     "device": "auto (cuda when present), cpu, cuda or cuda:<i>",
     "eval_every": "FID and intra-class FID every N steps (0: never); keeps best.pt",
     "lecam": "LeCam regularisation weight (0: off)",
+    "cr": "consistency regularisation weight, the reference's --CR: lambda * mean((D(x) - "
+          "D(DiffAugment(x)))^2) over real images (0: off)",
+    "cross_replica": "under torchrun: G's batch norm over every rank's batch (BigGAN's "
+                     "cross_replica)",
     "sampler": "instance, class_balanced or sqrt",
     "deterministic": "torch.use_deterministic_algorithms (bit-for-bit repeatable on the CPU)",
 }

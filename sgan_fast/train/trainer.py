@@ -7,6 +7,9 @@ One step (`cfg.d_steps` discriminator updates, then one generator update):
     D: real x (soft labels from the bank) and G(z, y) (one-hot y, no gradient to G), both
        DiffAugmented, through D's trunk as one batch; the head runs on each half with its
        labels; hinge loss (+ LeCam); Adam.
+       With cr > 0 (consistency regularisation, as the reference's train_fns.py computes
+       it) the real images also go through D un-augmented, with the same labels, and
+       cr * mean((D(x) - D(aug(x)))^2) is added to D's loss (and to the logged d_loss).
     G: G(z, y) -> DiffAugment -> D (frozen) with the one-hot y; hinge loss; Adam; EMA.
 Fake labels and latents are drawn uniformly from the trainer's own generators, the
 augmentation parameters from another, so a resumed run draws exactly what the
@@ -104,7 +107,9 @@ class DiscriminatorPass(torch.nn.Module):
 
     forward(x, aug_params, labels) -> D(x) [B]; forward(x, aug_params, labels, fake_labels)
     with x = [real; fake] (fake_labels' length is the fake half's) -> (D(real), D(fake)): the
-    trunk runs once on both halves, the head on each half with its own labels.
+    trunk runs once on both halves, the head on each half with its own labels. With
+    clean= (the real images again, not augmented; consistency regularisation) the trunk runs
+    on [aug(real); aug(fake); clean] and the result is (D(real), D(fake), D(clean)).
 
     The unit of compile_scope="whole" (torch.compile of this module: one graph per call
     signature, the trunk's fused SN hook and the head's SN inside it, no graph break); with
@@ -116,14 +121,21 @@ class DiscriminatorPass(torch.nn.Module):
         self.D, self.augment = D, augment
         self.trunk = D.trunk if trunk is None else trunk
 
-    def forward(self, x, aug_params, labels, fake_labels=None):
+    def forward(self, x, aug_params, labels, fake_labels=None, clean=None):
         if aug_params is not None:
             x = self.augment(x, aug_params)
+        if clean is not None:
+            x = torch.cat([x, clean.to(x.dtype)])
         h = self.trunk(x).float()
         if fake_labels is None:
             return self.D.head(h, labels)
-        n_real = h.shape[0] - fake_labels.shape[0]
-        return self.D.head(h[:n_real], labels), self.D.head(h[n_real:], fake_labels)
+        n_clean = 0 if clean is None else clean.shape[0]
+        n_real = h.shape[0] - n_clean - fake_labels.shape[0]
+        out = (self.D.head(h[:n_real], labels),
+               self.D.head(h[n_real:h.shape[0] - n_clean], fake_labels))
+        if clean is None:
+            return out
+        return out + (self.D.head(h[h.shape[0] - n_clean:], labels),)
 
 
 class WholeCall(torch.nn.Module):
@@ -341,9 +353,16 @@ class Trainer:
             x = torch.cat([real.to(fake.dtype), fake])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            d_real, d_fake = self.D_train(x, self._aug_params(x, parts=2),
-                                          self._real_labels(y_real, idx), y_fake)
+            labels = self._real_labels(y_real, idx)
+            if self.cfg.cr > 0:   # the reference's CR: D on the real images, not augmented
+                clean = x[:B]
+                d_real, d_fake, d_clean = self.D_train(x, self._aug_params(x, parts=2), labels,
+                                                       y_fake, clean)
+            else:
+                d_real, d_fake = self.D_train(x, self._aug_params(x, parts=2), labels, y_fake)
         loss, loss_real, loss_fake = hinge_d(d_real, d_fake)
+        if self.cfg.cr > 0:
+            loss = loss + self.cfg.cr * (d_clean.float() - d_real.float()).square().mean()
         pen = torch.zeros((), device=self.device)
         if self.lecam is not None:
             pen = self.lecam.penalty(d_real, d_fake)

@@ -16,13 +16,14 @@ from .ranks import RankError, run_ranks
 
 # A run exercising everything that must be global rather than per rank: soft labels from the
 # bank, DiffAugment (colour, translation, cutout), flips, LeCam (whose averages follow the
-# global batch means), cross-replica BN in G (per-rank BN would normalise other statistics).
+# global batch means), cross-replica BN in G (per-rank BN would normalise other statistics),
+# consistency regularisation (D on the real slice un-augmented as well).
 # adam_eps=1e-4: conv biases that feed a batch norm get a zero gradient in exact arithmetic,
 # i.e. pure float32 rounding noise (~1e-7), which differs between the two summation orders;
 # Adam with eps 1e-6 would turn that noise into lr-sized steps of random sign, with 1e-4 into
 # steps below 1e-6.
 RUN = dict(steps=3, lecam=0.1, cross_replica=True, deterministic=True, adam_eps=1e-4,
-           batch_size=8, d_steps=2)
+           batch_size=8, d_steps=2, cr=1.0)
 
 
 def _train(world, out, steps, resume_from=None):
