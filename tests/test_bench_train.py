@@ -20,6 +20,17 @@ COLUMNS = ["provider", "case", "resolution", "ch", "batch", "d_steps", "num_clas
            "note", "device", "torch", "cuda", "triton", "date"]
 
 
+def _run(cmd, out, columns, *, timeout):
+    """Runs the benchmark command; (the finished process, the CSV rows it wrote), after
+    checking that it succeeded and that the CSV has exactly `columns`."""
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == columns
+        return proc, list(reader)
+
+
 @pytest.mark.slow
 def test_bench_train_tiny_cpu(tmp_path):
     out, md = tmp_path / "train.csv", tmp_path / "table.md"
@@ -27,12 +38,7 @@ def test_bench_train_tiny_cpu(tmp_path):
            "fast_whole", "fast", "reference", "--steps", "1", "--reps", "2", "--max-warmup", "2",
            "--peak-tflops", "1", "--out", str(out), "--md", str(md)]
     # fast_whole compiles G and D (inductor; about a minute cold on 2 cores)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out, newline="") as f:
-        reader = csv.DictReader(f)
-        assert reader.fieldnames == COLUMNS
-        rows = list(reader)
+    _, rows = _run(cmd, out, COLUMNS, timeout=600)
     # the baseline runs first whatever the order asked for, so every ratio is known
     assert [r["provider"] for r in rows] == ["reference", "fast", "fast_whole"]
     by = {r["provider"]: r for r in rows}
@@ -84,12 +90,7 @@ def test_bench_train_nproc_sweeps_one_and_two_gloo_ranks(tmp_path):
     out = tmp_path / "scaling.csv"
     cmd = [sys.executable, SCRIPT, "--device", "cpu", "--cases", "tiny", "--nproc", "2",
            "--steps", "1", "--reps", "2", "--max-warmup", "1", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out, newline="") as f:
-        reader = csv.DictReader(f)
-        assert reader.fieldnames == SCALING_COLUMNS
-        rows = list(reader)
+    proc, rows = _run(cmd, out, SCALING_COLUMNS, timeout=300)
     assert [(r["provider"], r["nproc"], r["global_batch"]) for r in rows] == \
         [("fast", "1", "8"), ("fast", "2", "16")]          # weak scaling: 8 per rank
     assert [r["backend"] for r in rows] == ["none", "gloo"]

@@ -134,16 +134,23 @@ def test_compile_fullgraph_equals_eager():
         h = torch.randn(B, F_, requires_grad=True)
         y = torch.randint(0, C, (B,))
         labels = torch.softmax(torch.randn(B, C), 1) if labels_kind == "dense" else y
-        out_e = eager(h, labels)
-        out_c = compiled(h, labels)
-        torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
-        g = torch.randn(B)
-        ge = torch.autograd.grad(out_e, [h, *eager.parameters()], g)
-        gc = torch.autograd.grad(out_c, [h, *compiled_head.parameters()], g)
-        for a, b in zip(gc, ge):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-        for (name, a), b in zip(compiled_head.named_buffers(), eager.buffers()):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        _assert_heads_agree(compiled, compiled_head, h, eager, eager, h, labels, torch.randn(B),
+                            out_tol=(1e-5, 1e-6), grad_tol=(1e-5, 1e-6))
+
+
+def _assert_heads_agree(call_a, head_a, h_a, call_b, head_b, h_b, labels, grad, *, out_tol,
+                        grad_tol):
+    """call_a(h_a, labels) and call_b(h_b, labels) (heads head_a, head_b, or their compiled
+    wrappers): equal outputs, gradients of h and of every parameter, and buffers after the
+    call (buffers to the outputs' tolerance)."""
+    out_a, out_b = call_a(h_a, labels), call_b(h_b, labels)
+    torch.testing.assert_close(out_a, out_b, rtol=out_tol[0], atol=out_tol[1])
+    ga = torch.autograd.grad(out_a, [h_a, *head_a.parameters()], grad)
+    gb = torch.autograd.grad(out_b, [h_b, *head_b.parameters()], grad)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=grad_tol[0], atol=grad_tol[1])
+    for (name, a), b in zip(head_a.named_buffers(), head_b.buffers()):
+        torch.testing.assert_close(a, b, rtol=out_tol[0], atol=out_tol[1], msg=name)
 
 
 # --- the fused head: one C++ call for both power iterations and the projection -------------
@@ -190,15 +197,9 @@ def test_fused_head_equals_the_per_layer_path(kind, monkeypatch):
         h = torch.randn(B, F_, generator=g, dtype=torch.float64)
         labels = _labels(kind, B, C, torch.float64, g)
         hf, hp = h.clone().requires_grad_(True), h.clone().requires_grad_(True)
-        of, op = fused(hf, labels), plain(hp, labels)
-        torch.testing.assert_close(of, op, rtol=1e-10, atol=1e-12)
         grad = torch.randn(B, generator=g, dtype=torch.float64)
-        gf = torch.autograd.grad(of, [hf, *fused.parameters()], grad)
-        gp = torch.autograd.grad(op, [hp, *plain.parameters()], grad)
-        for a, b in zip(gf, gp):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
-        for (name, a), b in zip(fused.named_buffers(), plain.buffers()):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+        _assert_heads_agree(fused, fused, hf, plain, plain, hp, labels, grad,
+                            out_tol=(1e-10, 1e-12), grad_tol=(1e-9, 1e-11))
     assert len(calls) == 4, "the fused call was not taken"
 
 
