@@ -78,11 +78,12 @@ def measure(k, device, case, provider, opts, tmp_dir):
     return res
 
 
-def sweep(args, device, cases, providers, machine_info, out_csv, append_csv, quantiles, sig):
+def sweep(args, device, cases, providers, machine_info, out_csv):
     """The rows of the scaling sweep (also appended to out_csv as each finishes)."""
     import tempfile
 
     import bench_train as bt
+    from _common import append_csv
 
     name, triton_version, date = machine_info
     gpus = torch.cuda.device_count() if device == "cuda" else None
@@ -110,14 +111,14 @@ def sweep(args, device, cases, providers, machine_info, out_csv, append_csv, qua
                     try:
                         with tempfile.TemporaryDirectory() as tmp:
                             res = measure(k, device, case, provider, opts, tmp)
-                        med, p20, p80 = quantiles(res["ev"])
+                        med, p20, p80 = bt.quantiles(res["ev"])
                         ips = batch * k * d_steps / med
                         ips1 = ips if k == 1 else ips1
                         row.update(backend=res["backend"], warmup_steps=res["warmup_steps"],
                                    step_median_ms=round(med * 1e3, 3),
                                    step_p20_ms=round(p20 * 1e3, 3),
-                                   step_p80_ms=round(p80 * 1e3, 3), images_per_s=sig(ips),
-                                   scaling_efficiency=(sig(ips / (k * ips1), 4) if ips1 else ""),
+                                   step_p80_ms=round(p80 * 1e3, 3), images_per_s=bt.sig(ips),
+                                   scaling_efficiency=(bt.sig(ips / (k * ips1), 4) if ips1 else ""),
                                    graphs=res["graphs"] if res["compiled"] else "",
                                    graph_breaks=res["graph_breaks"] if res["compiled"] else "")
                     except Exception as exc:   # keep the sweep going; say what failed

@@ -422,8 +422,7 @@ def main(argv=None):
                                        f"train_scaling_{device_slug(name) if gpu else 'cpu'}_{date}.csv")
         print(f"# training scaling on {name} ({device}), 1..{args.nproc} ranks; torch "
               f"{torch.__version__}, {date}; rows -> {out}", flush=True)
-        return _scaling.sweep(args, device, cases, providers, (name, triton_version, date), out,
-                              append_csv, quantiles, sig)
+        return _scaling.sweep(args, device, cases, providers, (name, triton_version, date), out)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"train_{device_slug(name) if gpu else 'cpu'}_{date}.csv")
     peak = args.peak_tflops if args.peak_tflops is not None else (H100_BF16_TFLOPS if gpu else None)

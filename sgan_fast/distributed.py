@@ -258,9 +258,10 @@ def init_distributed(device: Optional[str] = "auto", *, backend: str = "auto",
     control = torch.distributed.new_group(backend="gloo") if chosen != "gloo" else None
     _WORLD = World(rank=rank, world_size=size, local_rank=local, backend=chosen, control=control,
                    device=dev)
-    if rank == 0 and restart_store_warning():
+    warning = restart_store_warning() if rank == 0 else None
+    if warning:
         import sys
-        print(f"sgan-fast: warning: {restart_store_warning()}", file=sys.stderr)
+        print(f"sgan-fast: warning: {warning}", file=sys.stderr)
     return _WORLD, dev
 
 
@@ -283,7 +284,7 @@ def _rank_device(device: Optional[str], local_rank: int) -> torch.device:
     dev = pick_device(device)
     if dev.type != "cuda":
         return dev
-    if dev.index is not None and str(device) not in ("auto", "cuda") and device is not None:
+    if dev.index is not None:   # only an explicit cuda:<i> has one (auto and cuda do not)
         raise DistributedError(f"device={device!r} pins every rank to one GPU; with torchrun pass "
                                "cuda (or auto): rank r of a node uses GPU LOCAL_RANK")
     n = torch.cuda.device_count()

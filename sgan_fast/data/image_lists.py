@@ -152,8 +152,10 @@ def inat_json(root: str, json_file: str, *, classes=None, **kw) -> ImageFolder:
         raise ValueError(f"{json_file}: image id {missing[0]} ({images[missing[0]]}) has no "
                          f"annotation ({len(missing)} such images; a challenge test json has no "
                          "labels and cannot be a dataset here)")
-    ids = sorted(cats) if classes is None and cats else (
-        sorted(set(label_of.values())) if classes is None else [int(c) for c in classes])
+    if classes is not None:
+        ids = [int(c) for c in classes]
+    else:   # the categories listed, or (none listed) those annotated
+        ids = sorted(cats or set(label_of.values()))
     index = {c: k for k, c in enumerate(ids)}
     order = sorted(images)                                   # image id order: deterministic
     unknown = [i for i in order if label_of[i] not in index]

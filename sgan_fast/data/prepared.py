@@ -59,6 +59,11 @@ def _manifest(out: str) -> dict:
     return m
 
 
+def prepared_splits(path) -> list:
+    """The splits a prepared folder holds ("train", "test")."""
+    return list(_manifest(os.fspath(path))["splits"])
+
+
 def _write_manifest(out: str, m: dict) -> None:
     atomic_write_text(os.path.join(out, MANIFEST), json.dumps(m, indent=1, sort_keys=True))
 
@@ -147,9 +152,9 @@ def prepare(dataset, out: str, split: str = "train", *, workers: int = 0, chunk:
 def open_prepared(path, split: str = "train") -> ArrayDataset:
     """Split `split` of a prepared folder as an ArrayDataset over its memory map."""
     path = os.fspath(path)
-    m = _manifest(path)
     if not is_prepared(path):
         raise PreparedError(f"{path} is not a prepared dataset (no {MANIFEST})")
+    m = _manifest(path)
     entry = m["splits"].get(split)
     if entry is None:
         raise PreparedError(f"{path} has no {split} split (it has {', '.join(m['splits']) or 'none'})")

@@ -31,7 +31,7 @@ from typing import Optional
 from .cifar import cifar10, cifar100
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
 from .image_lists import image_list, inat_json, tiny_imagenet
-from .prepared import is_prepared, open_prepared
+from .prepared import is_prepared, open_prepared, prepared_splits
 from .image_folder import ImageFolder
 from .imbalance import PROFILES, ImbalancedSubset, make_imbalanced
 
@@ -115,7 +115,7 @@ def open_data(spec: DataSpec) -> tuple:
             test = open_one(spec.test_data, split="test", **kw)
         elif spec.data in BUILTIN:
             test = open_one(spec.data, split="test", **kw)
-        elif is_prepared(spec.data) and "test" in _prepared_splits(spec.data):
+        elif is_prepared(spec.data) and "test" in prepared_splits(spec.data):
             test = open_one(spec.data, split="test", **kw)
         else:
             test = None
@@ -135,12 +135,6 @@ def open_data(spec: DataSpec) -> tuple:
                                      rho=spec.rho, n_max=spec.n_max, seed=spec.imbalance_seed)
         train = train.subset(subset.indices)
     return train, test, subset
-
-
-def _prepared_splits(path) -> list:
-    import json
-    with open(os.path.join(path, "prepared.json")) as f:
-        return list(json.load(f).get("splits", {}))
 
 
 def _open_lists(spec: DataSpec) -> tuple:
