@@ -11,12 +11,18 @@ else, naming it. A missing, truncated or foreign batch file is named in the erro
     cifar-100-python/      train, test, meta
 Each batch holds b"data" (uint8 [N, 3072]: 1024 red, then green, then blue values, row-major
 32x32) and b"labels" (CIFAR-10) or b"fine_labels" and b"coarse_labels" (CIFAR-100).
+
+    download_cifar("cifar10", "data/cifar-10-batches-py")   # opt-in: torchvision, a network
+fetches the archive with torchvision when the batch files are not in that folder, and puts
+them there (the folder the readers take, whatever its name).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -26,7 +32,17 @@ from .datasets import ArrayDataset
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 HOW_TO_GET = ("download the python version from www.cs.toronto.edu/~kriz/cifar.html and "
-              "unpack it; --root is the folder that holds the batch files")
+              "unpack it, or pass --download (needs torchvision); --root is the folder that holds "
+              "the batch files")
+KRIZ_URL = "https://www.cs.toronto.edu/~kriz/"
+# --data name -> (torchvision class, folder the archive unpacks to, archive, files that must be there)
+CIFAR_ARCHIVES = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+                CIFAR10_FILES["train"] + CIFAR10_FILES["test"]),
+    "cifar100": ("CIFAR100", "cifar-100-python", "cifar-100-python.tar.gz",
+                 CIFAR100_FILES["train"] + CIFAR100_FILES["test"]),
+}
+CIFAR_ARCHIVES["cifar100-coarse"] = CIFAR_ARCHIVES["cifar100"]
 
 # What a CIFAR batch needs to rebuild: numpy arrays (numpy 1.x and 2.x module names).
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -122,3 +138,42 @@ def cifar100(root: str, split: str = "train", *, coarse: bool = False) -> ArrayD
                    "coarse_label_names" if coarse else "fine_label_names", C)
     return ArrayDataset(x, y, num_classes=C, class_names=names,
                         name=f"cifar100{'-coarse' if coarse else ''}-{split}")
+
+
+def download_cifar(data: str, root: str) -> bool:
+    """Puts the batch files of `data` (cifar10, cifar100, cifar100-coarse) into the folder
+    `root`, fetched with torchvision when any is missing; False when they were all there (then
+    nothing is fetched). torchvision unpacks into a temporary folder inside `root`, and the
+    files of the archive's folder are moved up into `root`, the folder the readers take."""
+    if data not in CIFAR_ARCHIVES:
+        raise ValueError(f"download_cifar fetches {', '.join(CIFAR_ARCHIVES)}, not {data!r}")
+    cls_name, folder, archive, needed = CIFAR_ARCHIVES[data]
+    if all(os.path.isfile(os.path.join(root, f)) for f in needed):
+        return False
+    by_hand = (f"or download {archive} from {KRIZ_URL} by hand, unpack it and pass its {folder} "
+               "folder as --root")
+    try:
+        import torchvision
+    except ImportError:
+        raise ImportError(f"--download of {data} needs torchvision: pip install torchvision, "
+                          f"{by_hand}") from None
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".download-", dir=root)
+    try:
+        try:
+            getattr(torchvision.datasets, cls_name)(staging, train=True, download=True)
+        except Exception as exc:   # no network, a refused connection, a corrupt archive, ...
+            raise FileNotFoundError(
+                f"the {data} files are not in {root}, and downloading {archive} with "
+                f"torchvision.datasets.{cls_name} failed ({type(exc).__name__}: {exc}); check "
+                f"the network, {by_hand}") from exc
+        src = os.path.join(staging, folder)
+        missing = [f for f in needed if not os.path.isfile(os.path.join(src, f))]
+        if missing:
+            raise FileNotFoundError(f"torchvision.datasets.{cls_name} left no {', '.join(missing)} "
+                                    f"in {src}; {by_hand}")
+        for name in os.listdir(src):
+            os.replace(os.path.join(src, name), os.path.join(root, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True

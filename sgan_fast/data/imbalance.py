@@ -13,7 +13,9 @@ Profiles (C classes, n_max the head class's count):
     reference  exactly raven38/softlabel-gan's get_imbalanced_subset_idx: counts
                int(num_samples * diff(cdf)) over C + 1 evenly spaced points, cdf = lognorm(s=3)
                on [0, 3] for C <= 10, chi2(df=3) on [0, 3] for C <= 100, pareto(b=2) on
-               [1, 4] above, permuted across classes with numpy RandomState(15)
+               [1, 4] above, permuted across classes with numpy RandomState(15);
+               num_samples is the reference's --num_samples (5000 for its CIFAR "0.1"
+               runs, 10000 for its "0.2" runs)
 
 The order of the classes is a permutation seeded by `seed` (seed=None: class 0 first). Each
 class keeps its first n images in dataset order, as the reference and CIFAR-10-LT do. A class
@@ -86,7 +88,11 @@ def profile_counts(profile: str, num_classes: int, *, n_max: int, rho: float = 1
     """Target images per class [C] of a profile (see the module docstring)."""
     C = num_classes
     if profile == "reference":
-        return reference_counts(C, num_samples)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+                or num_samples < 1:
+            raise ValueError(f"num_samples (the reference profile's budget) must be a positive "
+                             f"integer, got {num_samples!r}")
+        return reference_counts(C, int(num_samples))
     if profile not in PROFILES:
         raise ValueError(f"unknown imbalance profile {profile!r}; choose one of {', '.join(PROFILES)}")
     if not rho >= 1:

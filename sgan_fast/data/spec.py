@@ -9,6 +9,7 @@
     cifar10             CIFAR-10 from its python batches in root= (cifar-10-batches-py)
     cifar100            CIFAR-100's 100 fine classes from root= (cifar-100-python)
     cifar100-coarse     CIFAR-100's 20 superclasses from root=
+                        (download=True: fetched into root= with torchvision when missing)
     tiny-imagenet       Tiny ImageNet in root= (train/; val/ with its annotations as test)
     imagenet-lt         the images list= names ("relative/path label" per line) under root=,
     places-lt           with test_list= as the test split (ImageNet-LT, Places-LT lists)
@@ -19,16 +20,18 @@
     <file>.npz          an .npz with uint8 "images" [N, H, W(, C)] and "labels" [N]
 The built-in datasets bring their test split; a folder or .npz takes one from test_data=.
 With imbalance= (exp, step, reference) the training set is replaced by its long-tailed
-subset (data.imbalance), or with subset= by the subset of a saved manifest.
+subset (data.imbalance), or with subset= by the subset of a saved manifest; num_samples= is
+the reference profile's budget (the reference's --num_samples) and goes with it only.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from typing import Optional
 
-from .cifar import cifar10, cifar100
+from .cifar import CIFAR_ARCHIVES, cifar10, cifar100, download_cifar
 from .datasets import ArrayDataset, fashion_mnist, mnist, mnist_5k
 from .image_lists import image_list, inat_json, tiny_imagenet
 from .prepared import is_prepared, open_prepared, prepared_splits
@@ -39,6 +42,8 @@ BUILTIN = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "cifar10
            "tiny-imagenet")
 LISTS = ("imagenet-lt", "places-lt")   # --list (and --test-list) files of "path label" lines
 JSONS = ("inat2018", "inat2019")       # --json (and --test-json): iNaturalist's json
+DOWNLOADS = tuple(CIFAR_ARCHIVES)      # --download: fetched with torchvision into --root
+REFERENCE_NUM_SAMPLES = 5000           # the reference profile's default budget
 
 
 @dataclasses.dataclass
@@ -59,6 +64,8 @@ class DataSpec:
     test_list: Optional[str] = None
     json: Optional[str] = None          # inat2018 / inat2019: the training json
     test_json: Optional[str] = None
+    num_samples: int = REFERENCE_NUM_SAMPLES   # imbalance="reference": the reference's --num_samples
+    download: bool = False              # cifar10 / cifar100(-coarse): fetch into root when missing
 
 
 def open_one(data: str, *, split: str = "train", root: Optional[str] = None,
@@ -104,6 +111,16 @@ def open_data(spec: DataSpec) -> tuple:
         raise ValueError(f"--list and --test-list go with --data {' or '.join(LISTS)}")
     if spec.data not in JSONS and (spec.json is not None or spec.test_json is not None):
         raise ValueError(f"--json and --test-json go with --data {' or '.join(JSONS)}")
+    _check_num_samples(spec.num_samples, spec.imbalance,
+                       given=spec.num_samples != REFERENCE_NUM_SAMPLES)
+    if spec.download:
+        if spec.data not in DOWNLOADS:
+            raise ValueError(f"--download fetches {', '.join(DOWNLOADS)} only, not --data "
+                             f"{spec.data} (put its files in place yourself)")
+        if spec.root is None:
+            raise ValueError(f"--data {spec.data} --download needs --root, the folder the batch "
+                             "files go to")
+        download_cifar(spec.data, spec.root)   # nothing happens when the files are there
     if spec.data in LISTS + JSONS:
         if spec.test_data is not None:
             raise ValueError(f"--data {spec.data} takes its test split from --test-list or "
@@ -132,7 +149,8 @@ def open_data(spec: DataSpec) -> tuple:
                 raise ValueError(f"unknown imbalance profile {spec.imbalance!r}; choose none or one "
                                  f"of {', '.join(PROFILES)}")
             subset = make_imbalanced(train.labels, spec.imbalance, num_classes=train.num_classes,
-                                     rho=spec.rho, n_max=spec.n_max, seed=spec.imbalance_seed)
+                                     rho=spec.rho, n_max=spec.n_max, num_samples=spec.num_samples,
+                                     seed=spec.imbalance_seed)
         train = train.subset(subset.indices)
     return train, test, subset
 
@@ -161,6 +179,24 @@ def _open_lists(spec: DataSpec) -> tuple:
     return train, test
 
 
+def _check_num_samples(num_samples, imbalance: str, *, given: bool) -> None:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"--num-samples must be a positive integer, got {num_samples!r}")
+    if given and imbalance != "reference":
+        raise ValueError(f"--num-samples {num_samples} is the reference profile's budget; it goes "
+                         f"with --imbalance reference, not --imbalance {imbalance}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def add_data_args(parser) -> None:
     """The dataset flags every command shares."""
     g = parser.add_argument_group("data")
@@ -169,6 +205,9 @@ def add_data_args(parser) -> None:
                         "or an .npz")
     g.add_argument("--root", default=None, help="folder of the built-in dataset's files (or "
                    "the folder a list's paths are relative to)")
+    g.add_argument("--download", action="store_true",
+                   help=f"--data {' / '.join(DOWNLOADS)}: when the batch files are not in --root, "
+                        "fetch them there with torchvision (needs torchvision and a network)")
     g.add_argument("--list", default=None, help=f"--data {' / '.join(LISTS)}: the training list "
                    "('relative/path label' per line)")
     g.add_argument("--test-list", default=None, help="the test list, numbered like --list")
@@ -186,14 +225,23 @@ def add_data_args(parser) -> None:
     g.add_argument("--imbalance-seed", type=int, default=0,
                    help="seed of the class order of the profile")
     g.add_argument("--n-max", type=int, default=None, help="images of the largest class")
+    g.add_argument("--num-samples", type=_positive_int, default=None,
+                   help="--imbalance reference: the profile's budget, as the reference's "
+                        f"--num_samples (default {REFERENCE_NUM_SAMPLES}; its CIFAR '0.1' runs use "
+                        "5000, its '0.2' runs 10000)")
     g.add_argument("--subset", default=None, help="a saved imbalanced-subset manifest (.npz)")
 
 
 def data_spec(args) -> DataSpec:
+    num_samples = getattr(args, "num_samples", None)
+    if num_samples is not None:       # given: only the reference profile takes it
+        _check_num_samples(num_samples, args.imbalance, given=True)
     return DataSpec(data=args.data, root=args.root, test_data=args.test_data,
                     resolution=args.resolution, channels=args.channels,
                     on_bad="skip" if args.skip_bad_images else "raise", imbalance=args.imbalance,
                     rho=args.rho, imbalance_seed=args.imbalance_seed, n_max=args.n_max,
                     subset=args.subset, progress=not getattr(args, "quiet", False),
                     list=getattr(args, "list", None), test_list=getattr(args, "test_list", None),
-                    json=getattr(args, "json", None), test_json=getattr(args, "test_json", None))
+                    json=getattr(args, "json", None), test_json=getattr(args, "test_json", None),
+                    num_samples=REFERENCE_NUM_SAMPLES if num_samples is None else num_samples,
+                    download=bool(getattr(args, "download", False)))

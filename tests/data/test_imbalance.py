@@ -111,3 +111,35 @@ def test_short_class_and_bad_labels():
         make_imbalanced(np.array([0, 1, 5]), num_classes=3)
     with pytest.raises(ValueError, match="class 2 has no images"):
         make_imbalanced(np.array([0, 1, 1]), num_classes=3)
+
+
+# The reference's CIFAR runs: its "0.1" runs pass --num_samples 5000, its "0.2" runs 10000.
+# (classes, images per class, num_samples) -> (images kept, head class, tail class), the table
+# of docs/data.md, computed with scipy.stats when written.
+CIFAR_REFERENCE = {
+    (10, 5000, 5000): (3208, 1720, 65),
+    (10, 5000, 10000): (6424, 3440, 131),
+    (100, 500, 5000): (2993, 36, 6),
+    (100, 500, 10000): (6035, 72, 13),
+}
+
+
+@pytest.mark.parametrize("C,per_class,num_samples", sorted(CIFAR_REFERENCE))
+def test_reference_profile_on_cifar_shaped_labels(C, per_class, num_samples):
+    scipy_stats = pytest.importorskip("scipy.stats", reason="scipy is the independent oracle here")
+    # CIFAR's training labels: C * per_class = 50,000 of them, classes interleaved as in its batches
+    y = _balanced_labels(C, per_class, seed=C + num_samples)
+    assert len(y) == 50000
+    sub = make_imbalanced(y, "reference", num_samples=num_samples)
+    cdf = (scipy_stats.lognorm.cdf(np.linspace(0, 3, C + 1), s=3) if C <= 10
+           else scipy_stats.chi2.cdf(np.linspace(0, 3, C + 1), df=3))
+    perm = np.random.RandomState(15).choice(np.arange(C), C, replace=False)
+    expect = (num_samples * np.diff(cdf)).astype(int)[perm]
+    assert sub.counts == tuple(expect.tolist())
+    assert max(sub.counts) <= per_class and min(sub.counts) >= 1          # no class short or empty
+    total, head, tail = CIFAR_REFERENCE[(C, per_class, num_samples)]
+    assert (len(sub.indices), max(sub.counts), min(sub.counts)) == (total, head, tail)
+    assert sum(sub.counts) == total <= num_samples
+    kept = np.concatenate([np.flatnonzero(y == c)[:n] for c, n in enumerate(expect)])
+    assert np.array_equal(sub.indices, np.sort(kept))           # each class's first n, in order
+    assert sub.params["num_samples"] == num_samples and sub.num_classes == C

@@ -53,3 +53,62 @@ def test_unknown_data_is_named(tmp_path):
         open_data(DataSpec(str(tmp_path / "missing.npz")))
     with pytest.raises(ValueError, match="needs --root"):
         open_data(DataSpec("mnist"))
+
+
+def _parse(argv):
+    import argparse
+    from sgan_fast.data.spec import add_data_args
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    return parser.parse_args(argv)
+
+
+def test_num_samples_is_the_reference_profiles_budget(tmp_path):
+    import dataclasses
+    from sgan_fast.data.spec import data_spec
+    path = _npz(tmp_path, N=600, C=3)             # 200 images per class
+    labels = np.arange(600) % 3
+    for n in (100, 200):
+        spec = data_spec(_parse(["--data", path, "--imbalance", "reference", "--num-samples", str(n)]))
+        assert spec.num_samples == n
+        train, _, sub = open_data(spec)
+        # the definition for C <= 10: int(n * diff(lognorm(s=3).cdf(linspace(0, 3, 4)))) is
+        # [50, 9, 5] for n = 100 (scipy.stats), which RandomState(15)'s permutation [2, 1, 0] reverses
+        want = {100: (5, 9, 50), 200: (10, 18, 100)}[n]
+        assert sub.counts == want and len(train) == sum(want) and sub.params["num_samples"] == n
+        first = [np.flatnonzero(labels == c)[:k] for c, k in enumerate(want)]
+        assert sub.indices.tolist() == sorted(np.concatenate(first).tolist())
+    # not given: the reference's default 5000, too many for 200 images a class
+    spec = data_spec(_parse(["--data", path, "--imbalance", "reference"]))
+    assert spec.num_samples == 5000 and not spec.download
+    with pytest.raises(ValueError, match=r"class 0 has 200 images but the reference profile asks for 257 \(3 class"):
+        open_data(spec)
+    # a spec recorded before these fields existed (a checkpoint's data.spec) still builds the same
+    old = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("num_samples", "download")}
+    assert DataSpec(**old) == spec
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--imbalance", "exp", "--num-samples", "100"], "goes with --imbalance reference, not --imbalance exp"),
+    (["--num-samples", "5000"], "not --imbalance none"),      # given, even at the default value
+    (["--subset", "s.npz", "--num-samples", "100"], "not --imbalance none"),
+])
+def test_num_samples_is_refused_without_the_reference_profile(tmp_path, argv, match):
+    from sgan_fast.data.spec import data_spec
+    with pytest.raises(ValueError, match=match):
+        data_spec(_parse(["--data", _npz(tmp_path)] + argv))
+
+
+def test_num_samples_must_be_a_positive_integer(tmp_path, capsys):
+    path = _npz(tmp_path)
+    for bad in ("0", "-5", "1.5", "many"):
+        with pytest.raises(SystemExit):
+            _parse(["--data", path, "--imbalance", "reference", "--num-samples", bad])
+        assert "--num-samples: expected a positive integer" in capsys.readouterr().err
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="--num-samples must be a positive integer"):
+            open_data(DataSpec(path, imbalance="reference", num_samples=bad))
+    with pytest.raises(ValueError, match="goes with --imbalance reference, not --imbalance step"):
+        open_data(DataSpec(path, imbalance="step", num_samples=100))
+    with pytest.raises(ValueError, match="num_samples .* must be a positive integer, got 0"):
+        make_imbalanced(np.arange(60) % 3, "reference", num_samples=0)
