@@ -39,7 +39,8 @@ BEST_METRICS = ("intra_fid", "fid")
 RESUMABLE_CHANGES = ("steps", "max_minutes", "log_every", "ckpt_every", "sample_every",
                      "eval_every", "eval_per_class", "best_metric", "progress", "tensorboard",
                      "compile", "compile_mode", "compile_scope", "impl", "precision",
-                     "channels_last", "deterministic", "reference", "device", "cross_replica")
+                     "channels_last", "deterministic", "reference", "device", "cross_replica",
+                     "d_accumulate")
 
 
 @dataclasses.dataclass
@@ -55,6 +56,11 @@ class TrainConfig:
     steps: int = 10_000                 # generator steps; each follows d_steps D steps
     batch_size: Optional[int] = None
     d_steps: Optional[int] = None
+    # gradient accumulation: each D / G update in this many equal micro-batches of the batch
+    # (BigGAN-PyTorch's num_D_accumulations / num_G_accumulations; batch_size is the whole
+    # update's batch here, theirs is the micro-batch's)
+    d_accumulate: int = 1
+    g_accumulate: int = 1
     g_lr: Optional[float] = None
     d_lr: Optional[float] = None
     adam_beta1: float = 0.0
@@ -116,7 +122,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, "
                                  f"got {v!r}")
 
-        for name in ("steps", "batch_size", "d_steps", "ch", "z_dim", "shared_dim", "log_every",
+        for name in ("steps", "batch_size", "d_steps", "d_accumulate", "g_accumulate", "ch", "z_dim", "shared_dim", "log_every",
                      "ckpt_every", "sample_every", "eval_per_class"):
             positive(name)
         for name in ("g_lr", "d_lr", "adam_eps"):

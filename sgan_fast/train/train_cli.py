@@ -51,6 +51,10 @@ _HELP = {
           "D(DiffAugment(x)))^2) over real images (0: off)",
     "cross_replica": "under torchrun: G's batch norm over every rank's batch (BigGAN's "
                      "cross_replica)",
+    "d_accumulate": "each D update in this many equal micro-batches of --batch-size, gradients "
+                    "summed (less memory; the same update up to rounding)",
+    "g_accumulate": "each G update in this many equal micro-batches of --batch-size; G's batch "
+                    "norm then normalises each micro-batch by its own statistics",
     "sampler": "instance, class_balanced or sqrt",
     "deterministic": "torch.use_deterministic_algorithms (bit-for-bit repeatable on the CPU)",
 }

@@ -36,6 +36,7 @@ agreed on by all ranks at the same step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -82,6 +83,13 @@ class TrainResult:
 
 def _choose(setting: str, default: bool) -> bool:
     return default if setting == "auto" else setting == "on"
+
+
+def _sn_buffers(model: torch.nn.Module) -> list:
+    """The spectral-norm layers' power-iteration vectors and singular-value estimates."""
+    from ..nn.spectral_norm import SNMixin
+    return [getattr(m, f"{n}{i}") for m in model.modules() if isinstance(m, SNMixin)
+            for i in range(m.num_svs) for n in ("u", "sv")]
 
 
 def bank_digest(bank) -> str:
@@ -221,6 +229,15 @@ class Trainer:
                              f"world size {world.world_size}: every rank trains on an equal "
                              f"slice; pass a --batch-size that is a multiple of {world.world_size}")
         self.local_batch_size = cfg.batch_size // world.world_size
+        for name in ("d_accumulate", "g_accumulate"):
+            k = getattr(cfg, name)
+            if self.local_batch_size % k:
+                raise ValueError(
+                    f"{name} {k} does not divide the batch of "
+                    f"{'each rank' if world.distributed else 'a step'} "
+                    f"({self.local_batch_size}{' = batch size / world size' if world.distributed else ''}): "
+                    "every micro-batch is the same size; pass a --batch-size that is a multiple "
+                    f"of {k * world.world_size}")
 
         torch.manual_seed(cfg.seed)
         attention = cfg.attention or None          # 0 in a config: no attention
@@ -315,18 +332,17 @@ class Trainer:
             return y
         return self.bank.labels(idx, self.target)
 
-    def _aug_params(self, x, parts: int = 1):
-        """DiffAugment's random parameters for the batch x (None: no augmentation). x is this
-        rank's slice of `parts` global batches laid end to end ([real; fake] in D steps); the
-        parameters are drawn for the global batches and this rank's rows are kept."""
+    def _aug_params(self, rows: int, parts: int = 1):
+        """DiffAugment's random parameters for this rank's `rows` images (None: no
+        augmentation): its slice of `parts` global batches laid end to end ([real; fake] in D
+        steps). The parameters are drawn for the global batches and this rank's rows kept."""
         if not self.augment:
             return None
-        W, r = self.world.world_size, self.world.rank
-        params = self.augment.sample(x.shape[0] * W, x.shape[2], x.shape[3],
-                                     generator=self.gen_aug, device=self.device)
+        W, r, R = self.world.world_size, self.world.rank, self.cfg.resolution
+        params = self.augment.sample(rows * W, R, R, generator=self.gen_aug, device=self.device)
         if W == 1:
             return params
-        n = x.shape[0] // parts
+        n = rows // parts
         return {k: v.reshape(parts, W, n, *v.shape[1:])[:, r].reshape(parts * n, *v.shape[1:])
                 for k, v in params.items()}
 
@@ -344,59 +360,123 @@ class Trainer:
         self._first_bad[i] = torch.where(take, torch.full_like(first, step), first)
         self._bad_value[i] = torch.where(take, loss.detach().double(), self._bad_value[i])
 
+    def _micro_batches(self, k: int, *models):
+        """range(k), for the k micro-batches of one optimiser step (gradient accumulation).
+        Before every micro-batch after the first, the models' spectral-norm vectors go back to
+        where they were before the first: each forward in training mode takes a power-iteration
+        step, and the step must take one, as one call on the whole batch would. The step from
+        the same vector is the same computation, so every micro-batch uses the same
+        normalised weights and the vectors end where the whole batch's call leaves them."""
+        if k == 1:
+            yield 0
+            return
+        bufs = [b for m in models for b in _sn_buffers(m)]
+        saved = [b.clone() for b in bufs]
+        for i in range(k):
+            if i and bufs:
+                torch._foreach_copy_(bufs, saved)
+            yield i
+
+    def _sync_last(self, model, i: int, k: int):
+        """DDP's gradient all-reduce on the last micro-batch only (no_sync before it)."""
+        if i < k - 1 and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            return model.no_sync()
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def _generate(self, z, y):
+        """G(z, y) without gradient, in cfg.g_accumulate micro-batches (G's batch norm sees
+        the micro-batches the G step trains on)."""
+        k = self.cfg.g_accumulate
+        if k == 1:
+            return self.G_run(z, y)
+        zs, ys = z.chunk(k), y.chunk(k)
+        return torch.cat([self.G_run(zs[i], ys[i]) for i in self._micro_batches(k, self.G)])
+
     def d_step(self, real, y_real, idx) -> None:
-        B = real.shape[0]
+        """One D update on this rank's batch, in cfg.d_accumulate micro-batches: each takes
+        its slice of the real images, the fakes and the augmentation parameters (all drawn
+        for the whole batch first), its loss is divided by the count and its gradients add
+        up, so the update is the whole batch's (D has no batch statistics)."""
+        B, k = real.shape[0], self.cfg.d_accumulate
         z, y_fake = self._fake_batch(B)
         with self._autocast():
-            with torch.no_grad():
-                fake = self.G_run(z, y_fake)
+            fake = self._generate(z, y_fake)
+        params = self._aug_params(2 * B, parts=2)
+        m = B // k
+        self.opt_D.zero_grad(set_to_none=True)
+        totals = torch.zeros(7, device=self.device, dtype=torch.float64)
+        for i in self._micro_batches(k, self.D):
+            real_rows, fake_rows = slice(i * m, (i + 1) * m), slice(B + i * m, B + (i + 1) * m)
+            p = None if params is None else {
+                n: torch.cat([v[real_rows], v[fake_rows]]) for n, v in params.items()}
+            with self._sync_last(self.D_train, i, k):
+                parts = self._d_micro_batch(real[real_rows], fake[i * m:(i + 1) * m], p,
+                                            self._real_labels(y_real[real_rows], idx[real_rows]),
+                                            y_fake[i * m:(i + 1) * m])
+                (parts[0] / k).backward()
+            totals += torch.stack([t.detach().double() for t in parts]) / k
+        if self.lecam is not None:
+            # the averages follow the global batch's means: the same on every rank
+            means = totals[3:5].float().clone()
+            self.world.all_reduce_(means, "avg")
+            self.lecam.update_means(means[0], means[1])
+        self.opt_D.step()
+        self._watch(0, totals[0], self.step + 1)
+        self._acc[:5] += totals[:5]
+        self._acc[6] += totals[6]
+        self._acc_d += 1
+
+    def _d_micro_batch(self, real, fake, aug_params, labels, y_fake):
+        """D's loss on one (micro-)batch and what is logged of it: (loss, loss_real,
+        loss_fake, mean D(real), mean D(fake), CR term, LeCam term)."""
+        n = real.shape[0]
+        with self._autocast():
             x = torch.cat([real.to(fake.dtype), fake])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            labels = self._real_labels(y_real, idx)
             if self.cfg.cr > 0:   # the reference's CR: D on the real images, not augmented
-                clean = x[:B]
-                d_real, d_fake, d_clean = self.D_train(x, self._aug_params(x, parts=2), labels,
-                                                       y_fake, clean)
+                d_real, d_fake, d_clean = self.D_train(x, aug_params, labels, y_fake, x[:n])
             else:
-                d_real, d_fake = self.D_train(x, self._aug_params(x, parts=2), labels, y_fake)
+                d_real, d_fake = self.D_train(x, aug_params, labels, y_fake)
         loss, loss_real, loss_fake = hinge_d(d_real, d_fake)
+        cr = pen = torch.zeros((), device=self.device)
         if self.cfg.cr > 0:
-            loss = loss + self.cfg.cr * (d_clean.float() - d_real.float()).square().mean()
-        pen = torch.zeros((), device=self.device)
+            cr = (d_clean.float() - d_real.float()).square().mean()
+            loss = loss + self.cfg.cr * cr
         if self.lecam is not None:
             pen = self.lecam.penalty(d_real, d_fake)
             loss = loss + self.cfg.lecam * pen
-            # the averages follow the global batch's means: the same on every rank
-            means = torch.stack([d_real.detach().float().mean(), d_fake.detach().float().mean()])
-            self.world.all_reduce_(means, "avg")
-            self.lecam.update_means(means[0], means[1])
-        self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_D.step()
-        self._watch(0, loss, self.step + 1)
-        with torch.no_grad():
-            self._acc[:5] += torch.stack([loss, loss_real, loss_fake, d_real.mean(),
-                                          d_fake.mean()]).double()
-            self._acc[6] += pen.double()
-        self._acc_d += 1
+        return (loss, loss_real, loss_fake, d_real.detach().float().mean(),
+                d_fake.detach().float().mean(), cr.detach(), pen.detach())
 
     def g_step(self) -> None:
-        z, y_fake = self._fake_batch(self.local_batch_size)
+        """One G update, in cfg.g_accumulate micro-batches (D frozen; see d_step). G's batch
+        norm normalises each micro-batch by its own statistics, as BigGAN-PyTorch's
+        num_G_accumulations does."""
+        B, k = self.local_batch_size, self.cfg.g_accumulate
+        z, y_fake = self._fake_batch(B)
+        params = self._aug_params(B)
+        m = B // k
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
         self.D.requires_grad_(False)
         try:
-            with self._autocast():
-                fake = self.G_train(z, y_fake)
-                d_fake = self.D_run(fake, self._aug_params(fake), y_fake)
-            loss = hinge_g(d_fake)
             self.opt_G.zero_grad(set_to_none=True)
-            loss.backward()
+            for i in self._micro_batches(k, self.G, self.D):
+                rows = slice(i * m, (i + 1) * m)
+                p = None if params is None else {n: v[rows] for n, v in params.items()}
+                with self._sync_last(self.G_train, i, k):
+                    with self._autocast():
+                        fake = self.G_train(z[rows], y_fake[rows])
+                        d_fake = self.D_run(fake, p, y_fake[rows])
+                    loss = hinge_g(d_fake)
+                    (loss / k).backward()
+                total += loss.detach().double() / k
             self.opt_G.step()
         finally:
             self.D.requires_grad_(True)
-        self._watch(1, loss, self.step + 1)
-        with torch.no_grad():
-            self._acc[5] += loss.detach().double()
+        self._watch(1, total, self.step + 1)
+        self._acc[5] += total
         self._acc_g += 1
 
     def train_step(self) -> None:

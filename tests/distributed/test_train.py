@@ -28,7 +28,9 @@ RUN = dict(steps=3, lecam=0.1, cross_replica=True, deterministic=True, adam_eps=
 
 def _train(world, out, steps, resume_from=None):
     ds = tiny_dataset()
-    cfg = tiny_config(**dict(RUN, steps=steps))
+    # the ranks accumulate D's gradients over 2 micro-batches (DDP's all-reduce on the last
+    # only); one process takes its batch whole: the same updates
+    cfg = tiny_config(**dict(RUN, steps=steps, d_accumulate=2 if world.distributed else 1))
     kw = dict(bank=soft_bank(ds), out=out, world=world)
     t = Trainer.resume(cfg, ds, resume_from, **kw) if resume_from else Trainer(cfg, ds, **kw)
     first = dict(batch=t.loader.batch(t.loader.step), gen_z=t.gen_z.get_state(),
