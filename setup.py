@@ -12,7 +12,7 @@ Environment:
 import glob
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # torch.utils.cpp_extension resolves CUDA_HOME at import time, and without it
 # guesses from `which nvcc`, which on some machines points at a wrapper outside
@@ -92,9 +92,11 @@ class BuildExt(cpp_extension.BuildExtension):
 
 
 setup(
-    packages=["sgan_fast", "sgan_fast.ops", "sgan_fast.nn", "sgan_fast.labels", "sgan_fast.data",
-              "sgan_fast.kernels"],
+    # every subpackage (a fixed list had fallen behind: train, models, metrics, synth), the
+    # kernels from their own folder, and the presets (`--config NAME`) as package data
+    packages=find_packages(include=["sgan_fast", "sgan_fast.*"]) + ["sgan_fast.kernels"],
     package_dir={"sgan_fast.kernels": "kernels"},
+    package_data={"sgan_fast": ["configs/*.yaml"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
 )

@@ -80,6 +80,12 @@ def main(argv=None) -> int:
     eval_cli.add_parser(sub)
     synth_cli.add_parser(sub)
     downstream_cli.add_parser(sub)
+    from .presets import apply_config_data
+    try:   # a --config's data section: the defaults of the command's data flags
+        apply_config_data(sub.choices, argv)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"sgan-fast: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     commands = {"info": _cmd_info, "check-head": _cmd_check_head, "demo": demo_cli.run, "prepare": prepare_cli.run,
                 "classify": classify_cli.run, "train": train_cli.run_train,

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
     p.add_argument("--out", required=True, help="the prepared folder")
+    p.add_argument("--config", default=None,
+                   help="a preset's name or a config file (as `train --config`): its data section "
+                        "gives the data flags' defaults")
     p.add_argument("--workers", type=int, default=0,
                    help="decoding processes for image folders and lists (default 0: this one)")
     p.add_argument("--chunk", type=int, default=1024,

@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     add_data_args(p)
     d = ClassifyConfig()
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", default=None,
+                   help="a preset's name or a config file (as `train --config`): its data section "
+                        "gives the data flags' defaults")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
     m = p.add_argument_group("model")
     m.add_argument("--arch", default=d.arch, help="auto (resnet20 up to 64 px, resnet18 above), "

@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     g.add_argument("--per-class", type=int, default=100, help="with --checkpoint (default 100)")
     g.add_argument("--truncation", type=float, default=None, help="with --checkpoint: redraw |z| > t")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", default=None,
+                   help="a preset's name or a config file (as `train --config`): its data section "
+                        "gives the data flags' defaults")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.add_argument("--real", default="full", choices=["full", "train", "test"],
                    help="real images to compare with: the whole training split before --imbalance "

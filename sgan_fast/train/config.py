@@ -237,18 +237,13 @@ def coerce(name: str, value, what: str = "config"):
 
 
 def read_yaml_settings(path) -> dict:
-    """The settings a YAML file gives (dashes or underscores), checked and typed; only those
-    keys, so that a resumed run overrides exactly what the file says."""
-    import yaml
-    with open(path, encoding="utf-8") as f:
-        try:
-            d = yaml.safe_load(f) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of settings, got "
-                         f"{type(d).__name__}")
-    return typed_settings({str(k).replace("-", "_"): v for k, v in d.items()}, str(path))
+    """The training settings a config file gives (dashes or underscores), checked and typed;
+    only those keys, so that a resumed run overrides exactly what the file says. Its `data`
+    section is the data flags' (sgan_fast.presets), not read here."""
+    from ..presets import DATA_KEY, read_config
+    d = read_config(str(path))
+    d.pop(DATA_KEY, None)
+    return typed_settings(d, str(path))
 
 
 def typed_settings(d: dict, what: str) -> dict:

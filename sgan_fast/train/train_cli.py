@@ -26,6 +26,7 @@ from .._io import atomic_savez, writable_dir
 from ..data.spec import add_data_args, data_spec, open_data
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint
 from .config import TrainConfig, field_type, read_yaml_settings
+from ..presets import resolve_config
 
 _HELP = {
     "resolution": "32, 64 or 128",
@@ -84,7 +85,7 @@ def config_from_args(args, base: TrainConfig | None = None) -> TrainConfig:
     gives, then the flags given."""
     cfg = base if base is not None else TrainConfig()
     if args.config:
-        cfg = dataclasses.replace(cfg, **read_yaml_settings(args.config))
+        cfg = dataclasses.replace(cfg, **read_yaml_settings(resolve_config(args.config)))
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     if given.get("max_minutes") == 0:
@@ -104,7 +105,9 @@ def add_parser(sub) -> None:
                    help="soft-label bank of the training set (`sgan-fast classify`'s bank.npz); "
                         "needed unless --target onehot")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--config", default=None, help="YAML file of settings (flags override it)")
+    p.add_argument("--config", default=None,
+                   help="a preset's name (configs/, docs/reproduce.md) or a YAML file of settings, "
+                        "with an optional data: section of data flags; flags override it")
     p.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh: remove the earlier run's checkpoints, logs, samples "
